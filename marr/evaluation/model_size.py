@@ -1,0 +1,101 @@
+"""Model size and bits per weight, in memory or on disk.
+
+Bits per weight = 8 · bytes / logical weights, where the logical weights of a linear module are
+in_features · out_features whatever its storage (dense fp32, packed int32 + scales, …), so a
+packed 3-bit g128 layer reports ≈ 3.25 bits.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import torch
+
+_LINEAR_SHAPE_ATTRS = (("in_features", "out_features"), ("infeatures", "outfeatures"))
+
+
+def _linear_shape(module) -> tuple[int, int] | None:
+    for a, b in _LINEAR_SHAPE_ATTRS:
+        if isinstance(getattr(module, a, None), int) and isinstance(getattr(module, b, None), int):
+            return getattr(module, a), getattr(module, b)
+    return None
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def model_size(model: torch.nn.Module) -> dict:
+    """Bytes of all parameters and persistent buffers (shared tensors counted once), and bits/weight.
+
+    Returns `model_size_bytes`, `n_weights` (logical parameter count), `bits_per_weight` over the
+    whole model, and `linear_bits_per_weight` over linear modules only (the quantized part).
+    """
+    seen: set[int] = set()
+    total_bytes = total_weights = lin_bytes = lin_weights = 0
+    for module in model.modules():
+        shape = _linear_shape(module)
+        tensors = list(module.named_parameters(recurse=False)) + [
+            (n, b) for n, b in module.named_buffers(recurse=False)
+            if n not in getattr(module, "_non_persistent_buffers_set", set())]
+        own_bytes = 0
+        own_floats = 0
+        for name, tensor in tensors:
+            key = tensor.untyped_storage().data_ptr() if tensor.numel() else id(tensor)
+            key = (key, tensor.storage_offset(), tuple(tensor.shape))
+            if key in seen:
+                continue
+            seen.add(key)
+            own_bytes += _tensor_bytes(tensor)
+            if tensor.is_floating_point() and name != "bias":
+                own_floats += tensor.numel()
+        total_bytes += own_bytes
+        if shape is not None and own_bytes == 0:
+            continue   # a tied module (e.g. lm_head sharing the embedding): counted once already
+        if shape is not None:
+            logical = shape[0] * shape[1]
+            lin_weights += logical
+            lin_bytes += own_bytes
+            total_weights += logical
+        else:
+            total_weights += own_floats
+    return {
+        "model_size_bytes": int(total_bytes),
+        "n_weights": int(total_weights),
+        "bits_per_weight": 8.0 * total_bytes / max(total_weights, 1),
+        "linear_bits_per_weight": 8.0 * lin_bytes / max(lin_weights, 1),
+    }
+
+
+def _safetensors_header(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        return json.loads(handle.read(length))
+
+
+def checkpoint_size(folder: str | Path, n_weights: int | None = None) -> dict:
+    """Bytes of the weight files in a checkpoint folder (*.safetensors, *.bin, *.pth, *.pt).
+
+    Bits per weight needs the logical weight count: pass `n_weights` (e.g. from the FP model);
+    without it, the count of float elements in safetensors headers is used (exact for dense
+    checkpoints only).
+    """
+    folder = Path(folder)
+    files = [p for ext in ("*.safetensors", "*.bin", "*.pth", "*.pt") for p in folder.glob(ext)]
+    if not files:
+        raise FileNotFoundError(f"no weight files (*.safetensors, *.bin, *.pth) in {folder}")
+    size = sum(p.stat().st_size for p in files)
+    if n_weights is None:
+        n_weights = 0
+        for path in files:
+            if path.suffix == ".safetensors":
+                for name, info in _safetensors_header(path).items():
+                    if name != "__metadata__" and info["dtype"] in ("F32", "F16", "BF16", "F64"):
+                        count = 1
+                        for d in info["shape"]:
+                            count *= d
+                        n_weights += count
+    return {"checkpoint_size_bytes": int(size), "n_weights": int(n_weights),
+            "bits_per_weight": 8.0 * size / max(n_weights, 1)}

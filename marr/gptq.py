@@ -1,0 +1,217 @@
+"""GPTQ with the residual (GPTAQ) term, and QEP.
+
+Shapes: W is d_out × d_in, H = X̃X̃ᵀ and D = (X − X̃)X̃ᵀ are d_in × d_in.
+
+GPTQ quantizes columns greedily; after column i is rounded its error is spread over the columns
+not yet quantized through U = chol(H⁻¹) (upper). The residual term adds
+P = α · triu(D Uᵀ, 1) · U, which steers the remaining columns towards W + W D H⁻¹, the optimum of
+the asymmetric objective ‖W X − Q X̃‖²:
+
+    W[:, i:] −= err ⊗ U[i, i:] − w_i ⊗ P[i, i:]            err = (w_i − q_i) / U[i, i]
+
+P is linear in α, so ``prepare`` computes everything that does not depend on α once and
+``solve(alpha)`` runs only the column pass: a coefficient search reuses one preparation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from marr.grid import QuantSpec, dequantize, find_params, group_index, quantize_column, rtn_params
+from marr.result import QuantResult
+
+log = logging.getLogger("marr.gptq")
+
+MAX_DAMP_RAISES = 8
+
+
+def _damped_cholesky(H: torch.Tensor, damp: float, what: str = "H") -> tuple[torch.Tensor, float]:
+    """Lower Cholesky factor of H + λI with λ = damp·mean(diag H); raise damp ×10 until PD."""
+    mean_diag = torch.diag(H).mean().item()
+    if not torch.isfinite(H).all():
+        raise FloatingPointError(f"{what} contains NaN or Inf")
+    for attempt in range(MAX_DAMP_RAISES + 1):
+        Hd = H.clone()
+        Hd.diagonal().add_(damp * mean_diag)
+        L, info = torch.linalg.cholesky_ex(Hd)
+        if info.item() == 0:
+            if attempt:
+                log.warning("%s not positive definite: damping raised to %.3g", what, damp)
+            return L, damp
+        damp = damp * 10 if damp > 0 else 1e-6
+    raise torch.linalg.LinAlgError(f"{what} is not positive definite even with damp={damp:.3g}")
+
+
+def _upper_inverse_cholesky(H: torch.Tensor, damp: float) -> tuple[torch.Tensor, float]:
+    """U upper-triangular with UᵀU = (H + λI)⁻¹, and the damp used."""
+    L, damp = _damped_cholesky(H, damp)
+    Hinv = torch.cholesky_inverse(L)
+    U = torch.linalg.cholesky(Hinv, upper=True)
+    return U, damp
+
+
+@dataclass
+class PreparedProblem:
+    """Everything about one module's solve that does not depend on α (solve order)."""
+
+    W: torch.Tensor  # d_out × d_in, dead columns zeroed, permuted into solve order
+    U: torch.Tensor  # d_in × d_in upper, chol(H⁻¹) in solve order
+    P_unit: torch.Tensor | None  # triu(D Uᵀ, 1) U for α = 1, or None without D
+    perm: torch.Tensor | None
+    spec: QuantSpec
+    damp: float
+    block_size: int
+    static_params: tuple[torch.Tensor, torch.Tensor] | None  # (scales, zeros) per original group
+    channel_params: tuple[torch.Tensor, torch.Tensor] | None  # per-channel (scale, zero)
+
+
+def prepare(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    spec: QuantSpec,
+    *,
+    D: torch.Tensor | None = None,
+    damp: float = 0.01,
+    act_order: bool = False,
+    static_groups: bool = False,
+    block_size: int = 128,
+    dtype: torch.dtype = torch.float32,
+) -> PreparedProblem:
+    W = W.detach().to(dtype).clone()
+    H = H.detach().to(dtype).clone()
+    D = None if D is None else D.detach().to(dtype).clone()
+    if not torch.isfinite(W).all():
+        raise FloatingPointError("weight contains NaN or Inf")
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    if D is not None:
+        D[:, dead] = 0
+
+    channel_params = find_params(W, spec) if spec.group_size is None else None
+    static_params = rtn_params(W, spec) if (static_groups and spec.group_size is not None) else None
+
+    perm = None
+    if act_order:
+        perm = torch.argsort(torch.diag(H), descending=True)
+        W = W[:, perm]
+        H = H[perm][:, perm]
+        if D is not None:
+            D = D[perm][:, perm]
+
+    U, damp = _upper_inverse_cholesky(H, damp)
+    P_unit = None if D is None else torch.triu(D @ U.T, diagonal=1) @ U
+    return PreparedProblem(W, U, P_unit, perm, spec, damp, block_size, static_params, channel_params)
+
+
+def solve(prep: PreparedProblem, alpha: float = 0.0) -> QuantResult:
+    """One greedy column pass with residual strength ``alpha`` (0 = plain GPTQ)."""
+    spec, U, maxq = prep.spec, prep.U, prep.spec.maxq
+    W = prep.W.clone()
+    d_out, d_in = W.shape
+    P = None if (prep.P_unit is None or alpha == 0) else alpha * prep.P_unit
+    codes = torch.empty_like(W)
+    n_groups = spec.n_groups(d_in)
+    scales = torch.empty(n_groups, d_out, dtype=W.dtype)
+    zeros = torch.empty(n_groups, d_out, dtype=W.dtype)
+    orig_col = prep.perm if prep.perm is not None else torch.arange(d_in)
+    gsize = spec.group_size
+
+    if prep.channel_params is not None:
+        scale, zero = prep.channel_params
+        scales[0], zeros[0] = scale, zero
+    elif prep.static_params is not None:
+        scales, zeros = prep.static_params[0].to(W.dtype), prep.static_params[1].to(W.dtype)
+
+    for i1 in range(0, d_in, prep.block_size):
+        i2 = min(i1 + prep.block_size, d_in)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        P1 = None if P is None else P[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if gsize is not None:
+                if prep.static_params is not None:
+                    g = orig_col[col].item() // gsize
+                    scale, zero = scales[g], zeros[g]
+                elif col % gsize == 0:
+                    scale, zero = find_params(W[:, col : col + gsize], spec)
+                    scales[col // gsize], zeros[col // gsize] = scale, zero
+            w = W1[:, i].clone()
+            q_codes, q = quantize_column(w, scale, zero, maxq)
+            codes[:, col] = q_codes
+            err = (w - q) / U1[i, i]
+            update = torch.outer(err, U1[i, i:])
+            if P1 is not None:
+                update -= torch.outer(w, P1[i, i:])
+            W1[:, i:] -= update
+            Err1[:, i] = err
+        W[:, i1:i2] = W1
+        if i2 < d_in:
+            tail = Err1 @ U[i1:i2, i2:]
+            if P is not None:
+                tail -= W1 @ P[i1:i2, i2:]
+            W[:, i2:] -= tail
+
+    if prep.perm is not None:
+        inv = torch.argsort(prep.perm)
+        codes = codes[:, inv]
+    g_idx = group_index(d_in, spec, None if prep.static_params is not None else prep.perm)
+    codes = codes.to(torch.uint8)
+    scales, zeros = scales.to(torch.float32), zeros.to(torch.float32)
+    weight = dequantize(codes, scales, zeros, g_idx)
+    return QuantResult(weight, codes, scales, zeros, g_idx, prep.perm, spec, damp=prep.damp, info={"alpha": alpha})
+
+
+def gptq_solve(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    spec: QuantSpec,
+    *,
+    D: torch.Tensor | None = None,
+    alpha: float = 0.0,
+    damp: float = 0.01,
+    act_order: bool = False,
+    static_groups: bool = False,
+    block_size: int = 128,
+    dtype: torch.dtype = torch.float32,
+) -> QuantResult:
+    """GPTQ (alpha = 0) or GPTAQ (D given, alpha > 0) for one weight matrix."""
+    if alpha != 0 and D is None:
+        raise ValueError(f"alpha={alpha} needs the drift Gram D")
+    prep = prepare(
+        W, H, spec, D=D, damp=damp, act_order=act_order, static_groups=static_groups,
+        block_size=block_size, dtype=dtype,
+    )
+    return solve(prep, alpha)
+
+
+def qep_correct(
+    W: torch.Tensor, H: torch.Tensor, D: torch.Tensor, alpha: float = 0.5, *, damp: float = 0.01,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """QEP's one-shot correction W* = W + α · W D (H + λI)⁻¹ (Cholesky solve), in W's dtype."""
+    L, _ = _damped_cholesky(H.to(dtype), damp)
+    WD = W.to(dtype) @ D.to(dtype)
+    # (H + λI) is symmetric, so X = WD (H+λI)⁻¹ solves (H+λI) Xᵀ = (WD)ᵀ
+    correction = torch.cholesky_solve(WD.T, L).T
+    return (W.to(dtype) + alpha * correction).to(W.dtype)
+
+
+def qep_solve(
+    W: torch.Tensor, H: torch.Tensor, D: torch.Tensor, spec: QuantSpec, *, alpha: float = 0.5,
+    damp: float = 0.01, act_order: bool = False, static_groups: bool = False, block_size: int = 128,
+    dtype: torch.dtype = torch.float32,
+) -> QuantResult:
+    """QEP: correct W once towards the FP output, then plain GPTQ on the corrected weight."""
+    W_star = qep_correct(W, H, D, alpha, damp=damp)
+    result = gptq_solve(
+        W_star, H, spec, damp=damp, act_order=act_order, static_groups=static_groups,
+        block_size=block_size, dtype=dtype,
+    )
+    result.info["alpha"] = alpha
+    return result
