@@ -108,15 +108,18 @@ def prepare(
 
 
 def solve(prep: PreparedProblem, alpha: float = 0.0) -> QuantResult:
-    """One greedy column pass with residual strength ``alpha`` (0 = plain GPTQ)."""
+    """One greedy column pass with residual strength ``alpha`` (0 = plain GPTQ).
+
+    Works on Wᵀ (d_in × d_out) so that every column of W is a contiguous row.
+    """
     spec, U, maxq = prep.spec, prep.U, prep.spec.maxq
-    W = prep.W.clone()
-    d_out, d_in = W.shape
+    WT = prep.W.T.contiguous()
+    d_in, d_out = WT.shape
     P = None if (prep.P_unit is None or alpha == 0) else alpha * prep.P_unit
-    codes = torch.empty_like(W)
+    codesT = torch.empty_like(WT)
     n_groups = spec.n_groups(d_in)
-    scales = torch.empty(n_groups, d_out, dtype=W.dtype)
-    zeros = torch.empty(n_groups, d_out, dtype=W.dtype)
+    scales = torch.empty(n_groups, d_out, dtype=WT.dtype)
+    zeros = torch.empty(n_groups, d_out, dtype=WT.dtype)
     orig_col = prep.perm if prep.perm is not None else torch.arange(d_in)
     gsize = spec.group_size
 
@@ -124,12 +127,12 @@ def solve(prep: PreparedProblem, alpha: float = 0.0) -> QuantResult:
         scale, zero = prep.channel_params
         scales[0], zeros[0] = scale, zero
     elif prep.static_params is not None:
-        scales, zeros = prep.static_params[0].to(W.dtype), prep.static_params[1].to(W.dtype)
+        scales, zeros = prep.static_params[0].to(WT.dtype), prep.static_params[1].to(WT.dtype)
 
     for i1 in range(0, d_in, prep.block_size):
         i2 = min(i1 + prep.block_size, d_in)
-        W1 = W[:, i1:i2].clone()
-        Err1 = torch.zeros_like(W1)
+        W1 = WT[i1:i2].clone()
+        Err1 = torch.empty_like(W1)
         U1 = U[i1:i2, i1:i2]
         P1 = None if P is None else P[i1:i2, i1:i2]
         for i in range(i2 - i1):
@@ -139,29 +142,27 @@ def solve(prep: PreparedProblem, alpha: float = 0.0) -> QuantResult:
                     g = orig_col[col].item() // gsize
                     scale, zero = scales[g], zeros[g]
                 elif col % gsize == 0:
-                    scale, zero = find_params(W[:, col : col + gsize], spec)
+                    # group parameters from the outer W as it stands (reference semantics)
+                    scale, zero = find_params(WT[col : col + gsize].T, spec)
                     scales[col // gsize], zeros[col // gsize] = scale, zero
-            w = W1[:, i].clone()
-            q_codes, q = quantize_column(w, scale, zero, maxq)
-            codes[:, col] = q_codes
+            w = W1[i].clone()
+            codesT[col], q = quantize_column(w, scale, zero, maxq)
             err = (w - q) / U1[i, i]
-            update = torch.outer(err, U1[i, i:])
+            W1[i:].addr_(U1[i, i:], err, alpha=-1)
             if P1 is not None:
-                update -= torch.outer(w, P1[i, i:])
-            W1[:, i:] -= update
-            Err1[:, i] = err
-        W[:, i1:i2] = W1
+                W1[i:].addr_(P1[i, i:], w)
+            Err1[i] = err
+        WT[i1:i2] = W1
         if i2 < d_in:
-            tail = Err1 @ U[i1:i2, i2:]
+            WT[i2:].addmm_(U[i1:i2, i2:].T, Err1, alpha=-1)
             if P is not None:
-                tail -= W1 @ P[i1:i2, i2:]
-            W[:, i2:] -= tail
+                WT[i2:].addmm_(P[i1:i2, i2:].T, W1)
 
+    codes = codesT.T
     if prep.perm is not None:
-        inv = torch.argsort(prep.perm)
-        codes = codes[:, inv]
+        codes = codes[:, torch.argsort(prep.perm)]
     g_idx = group_index(d_in, spec, None if prep.static_params is not None else prep.perm)
-    codes = codes.to(torch.uint8)
+    codes = codes.to(torch.uint8).contiguous()
     scales, zeros = scales.to(torch.float32), zeros.to(torch.float32)
     weight = dequantize(codes, scales, zeros, g_idx)
     return QuantResult(weight, codes, scales, zeros, g_idx, prep.perm, spec, damp=prep.damp, info={"alpha": alpha})
