@@ -1,0 +1,134 @@
+"""The method configuration of one quantization run, validated once with clear messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from marr.grid import QuantSpec
+from marr.search import DEFAULT_GRID, PidConfig
+
+METHODS = ("rtn", "gptq", "gptaq", "qep", "marr")
+SEARCHES = ("pid", "grid", "fixed")
+FEEDBACKS = ("calibration", "holdout")
+
+
+class ConfigError(ValueError):
+    """A configuration value is not allowed; the message names the key, the value and what is allowed."""
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {allowed}")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """How every linear module of the model is quantized.
+
+    method: rtn | gptq | gptaq (fixed α) | qep (one-shot correction, α) | marr (α per module by ``search``).
+    alpha: the fixed α of gptaq/qep and of marr with search=fixed.
+    search: pid | grid | fixed (marr only). feedback: judge J on the calibration Grams or on a held-out slice.
+    """
+
+    method: str = "marr"
+    bits: int = 3
+    group_size: int | None = 128
+    sym: bool = False
+    mse: bool = False
+    damp: float = 0.01
+    act_order: bool = False
+    static_groups: bool = False
+    block_size: int = 128
+    alpha: float = 0.25
+    search: str = "pid"
+    grid: tuple[float, ...] = DEFAULT_GRID
+    feedback: str = "calibration"
+    holdout_fraction: float = 0.25
+    warm_start: bool = True
+    pid: PidConfig = field(default_factory=PidConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.method in METHODS, "method", self.method, f"allowed values are {', '.join(METHODS)}")
+        _require(self.search in SEARCHES, "search", self.search, f"allowed values are {', '.join(SEARCHES)}")
+        _require(self.feedback in FEEDBACKS, "feedback", self.feedback, f"allowed values are {', '.join(FEEDBACKS)}")
+        _require(isinstance(self.damp, (int, float)) and math.isfinite(self.damp) and self.damp >= 0,
+                 "damp", self.damp, "must be a finite number >= 0")
+        _require(isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha), "alpha", self.alpha,
+                 "must be a finite number")
+        _require(isinstance(self.block_size, int) and self.block_size >= 1, "block_size", self.block_size,
+                 "must be a positive integer")
+        _require(0 < self.holdout_fraction < 1, "holdout_fraction", self.holdout_fraction, "must be in (0, 1)")
+        _require(len(self.grid) >= 1 and all(math.isfinite(a) for a in self.grid), "grid", self.grid,
+                 "must be a non-empty list of finite α values")
+        try:
+            self.spec
+        except ValueError as exc:
+            key = "bits" if "bits" in str(exc) else "group_size"
+            raise ConfigError(f"{key}={getattr(self, key)!r}: {exc}") from None
+
+    @property
+    def spec(self) -> QuantSpec:
+        return QuantSpec(self.bits, self.group_size, self.sym, self.mse)
+
+    @property
+    def needs_drift(self) -> bool:
+        return self.method in ("gptaq", "qep", "marr")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "") -> "MethodConfig":
+        """Build from a params.yaml mapping; unknown keys and bad values name the offending key."""
+        prefix = f"{where}." if where else ""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = dict(values)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{prefix}{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(known))}")
+        pid_values = values.pop("pid", None) or {}
+        if not isinstance(pid_values, dict):
+            raise ConfigError(f"{prefix}pid={pid_values!r}: must be a mapping of PID settings")
+        pid_known = {f.name for f in dataclasses.fields(PidConfig)}
+        bad = sorted(set(pid_values) - pid_known)
+        if bad:
+            raise ConfigError(f"{prefix}pid.{bad[0]}: unknown key; allowed keys are {', '.join(sorted(pid_known))}")
+        if "grid" in values:
+            values["grid"] = tuple(values["grid"])
+        if values.get("group_size") == -1:
+            values["group_size"] = None
+        try:
+            pid = PidConfig(**pid_values)
+            return cls(pid=pid, **values)
+        except ConfigError as exc:
+            raise ConfigError(f"{prefix}{exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{prefix}{exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["grid"] = list(self.grid)
+        return out
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where and how the block-sequential pass runs (does not change the math)."""
+
+    device: str = "cpu"
+    stream_dtype: str = "float32"  # float32 | float16 | bfloat16: how the two streams are kept on CPU
+    batch_size: int = 8
+    gram_dtype: str = "float32"
+    skip: tuple[str, ...] = ()
+    report_error: bool = True  # compute J for every module even when the method does not need D, G
+    save_grams: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.stream_dtype in ("float32", "float16", "bfloat16"), "stream_dtype", self.stream_dtype,
+                 "allowed values are float32, float16, bfloat16")
+        _require(self.gram_dtype in ("float32", "float64"), "gram_dtype", self.gram_dtype,
+                 "allowed values are float32, float64")
+        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size,
+                 "must be a positive integer")
+        _require(self.device == "cpu" or self.device.startswith("cuda"), "device", self.device,
+                 "allowed values are cpu, cuda, cuda:N")

@@ -1,0 +1,393 @@
+"""The block-sequential reconstruction engine (design.md §2).
+
+One pass over the model, block by block, with two activation streams:
+
+* FP stream: inputs of the full-precision block l (outputs of FP block l−1);
+* Q stream: inputs of the partially quantized model (blocks < l quantized).
+
+For block l and each sequential group of linears (modules sharing an input): run the FP block on
+the FP stream (or read the cached FP statistics) to get the group's FP inputs X, run the partially
+quantized block on the Q stream up to that group to get X̃, accumulate H = X̃X̃ᵀ, D = (X − X̃)X̃ᵀ,
+G = XXᵀ, solve every module of the group and write Q back before the next group is collected.
+Then propagate both streams through block l and commit the block to disk.
+
+Only the current block lives on the compute device; streams stay on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+from torch import nn
+
+import marr
+from marr.adapters import Adapter, StopForward, adapter_for
+from marr.engine.config import EngineConfig, MethodConfig
+from marr.engine.store import FpStatsCache, RunStore, group_key, load_run_states
+from marr.grams import GramAccumulator
+from marr.gptq import gptq_solve, qep_solve
+from marr.objective import ErrorModel
+from marr.result import QuantResult, rtn_quantize
+from marr.search import search_alpha
+
+log = logging.getLogger("marr.engine")
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+@dataclass
+class QuantizationRun:
+    """The quantized model in memory (fake-quantized weights), its state, and per-module records."""
+
+    model: nn.Module
+    states: dict[str, QuantResult]
+    records: pd.DataFrame
+    counters: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class GroupStats:
+    """The Grams of one sequential group: on the solve data, and on the holdout slice if any."""
+
+    solve: GramAccumulator
+    holdout: GramAccumulator | None = None
+    G_cached: torch.Tensor | None = None
+
+    def grams(self, which: str = "solve") -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        acc = self.solve if which == "solve" else self.holdout
+        G = acc.G if acc.G is not None else self.G_cached
+        return acc.H, acc.D, G
+
+    def full(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Grams over all calibration samples (solve + holdout), for reporting J."""
+        H, D, G = self.grams("solve")
+        if self.holdout is None:
+            return H, D, G
+        n1, n2 = self.solve.n, self.holdout.n
+        mix = lambda a, b: None if a is None or b is None else (n1 * a + n2 * b) / (n1 + n2)  # noqa: E731
+        Hh, Dh, Gh = self.grams("holdout")
+        return mix(H, Hh), mix(D, Dh), mix(G, Gh)
+
+
+def _to(obj: Any, device: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to(v, device) for v in obj)
+    return obj
+
+
+class Engine:
+    """Quantizes one model with one method; see the module docstring for the algorithm."""
+
+    def __init__(self, model: nn.Module, method: MethodConfig, engine: EngineConfig | None = None, *,
+                 out_dir: str | Path | None = None, fp_cache: str | Path | FpStatsCache | None = None,
+                 model_id: str = "", calibration_hash: str = "",
+                 on_block_done: Callable[[int], None] | None = None):
+        self.model = model.eval()
+        self.method = method
+        self.cfg = engine or EngineConfig()
+        self.adapter: Adapter = adapter_for(model)
+        self.blocks = self.adapter.blocks()
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.model_id = model_id
+        self.calibration_hash = calibration_hash
+        self.on_block_done = on_block_done
+        self.stream_dtype = DTYPES[self.cfg.stream_dtype]
+        self.gram_dtype = DTYPES[self.cfg.gram_dtype]
+        self.counters = {"fp_block_forwards": 0, "q_block_forwards": 0, "solves": 0}
+        self.warm_alpha: dict[str, float] = {}
+        self.fp_cache = None
+        if fp_cache is not None:
+            cache = fp_cache if isinstance(fp_cache, FpStatsCache) else FpStatsCache(fp_cache)
+            if cache.matches(model_id, calibration_hash):
+                self.fp_cache = cache
+            else:
+                log.warning("FP statistics at %s do not match this model/calibration: recomputing the FP stream",
+                            cache.root)
+
+    # ----------------------------------------------------------------- helpers
+    def module_names(self, block: nn.Module) -> list[list[str]]:
+        """The block's sequential groups with skipped modules removed (empty groups dropped)."""
+        groups = []
+        for group in self.adapter.groups:
+            kept = [n for n in group if not any(fnmatch.fnmatch(n, p) for p in self.cfg.skip)]
+            missing = [n for n in kept if not isinstance(block.get_submodule(n), nn.Linear)]
+            if missing:
+                raise TypeError(f"adapter {self.adapter.name}: {missing[0]} is not an nn.Linear")
+            if kept:
+                groups.append(kept)
+        return groups
+
+    def batches(self, n: int) -> list[slice]:
+        bs = self.cfg.batch_size
+        return [slice(i, min(i + bs, n)) for i in range(0, n, bs)]
+
+    def run_block(self, block: nn.Module, stream: torch.Tensor, kwargs: dict,
+                  capture: dict[str, nn.Module] | None = None, stop_at: nn.Module | None = None,
+                  counter: str = "q_block_forwards") -> tuple[torch.Tensor | None, dict[str, list[torch.Tensor]]]:
+        """Run ``block`` over the stream in batches; capture inputs of the named modules.
+
+        With ``stop_at`` the pass ends as soon as that module's input is captured (no output).
+        """
+        captured: dict[str, list[torch.Tensor]] = {k: [] for k in (capture or {})}
+        handles = []
+        for key, module in (capture or {}).items():
+            def hook(mod, args, key=key):
+                captured[key].append(args[0].detach().to("cpu", self.stream_dtype))
+                if mod is stop_at:
+                    raise StopForward
+            handles.append(module.register_forward_pre_hook(hook))
+        outputs = []
+        dtype = next(block.parameters()).dtype
+        self.counters[counter] += 1
+        try:
+            with torch.no_grad():
+                for sl in self.batches(stream.shape[0]):
+                    hidden = stream[sl].to(self.cfg.device, dtype)
+                    try:
+                        out = self.adapter.call_block(block, hidden, kwargs)
+                    except StopForward:
+                        continue
+                    outputs.append(out.detach().to("cpu", self.stream_dtype))
+        finally:
+            for h in handles:
+                h.remove()
+        return (torch.cat(outputs) if outputs else None), captured
+
+    def block0_stream(self, calibration: torch.Tensor) -> torch.Tensor:
+        parts = []
+        with torch.no_grad():
+            for sl in self.batches(calibration.shape[0]):
+                parts.append(self.adapter.block0_inputs(calibration[sl]).detach().to("cpu", self.stream_dtype))
+        return torch.cat(parts)
+
+    # ------------------------------------------------------------------- solve
+    def solve_module(self, W: torch.Tensor, short: str, stats: GroupStats) -> tuple[QuantResult, dict]:
+        m, spec = self.method, self.method.spec
+        common = dict(damp=m.damp, act_order=m.act_order, static_groups=m.static_groups, block_size=m.block_size)
+        H, D, G = stats.grams("solve")
+        record: dict[str, Any] = {"alpha": None, "solves": 1, "trajectory": []}
+        if m.method == "rtn":
+            result = rtn_quantize(W, spec)
+        elif m.method == "gptq":
+            result = gptq_solve(W, H, spec, **common)
+            record["alpha"] = 0.0
+        elif m.method == "gptaq":
+            result = gptq_solve(W, H, spec, D=D, alpha=m.alpha, **common)
+            record["alpha"] = m.alpha
+        elif m.method == "qep":
+            result = qep_solve(W, H, D, spec, alpha=m.alpha, **common)
+            record["alpha"] = m.alpha
+        else:  # marr
+            holdout = stats.grams("holdout") if m.feedback == "holdout" else None
+            alpha0 = self.warm_alpha.get(short) if m.warm_start else None
+            found = search_alpha(W, H, D, G, spec, method=m.search, pid=m.pid, alpha0=alpha0, grid=m.grid,
+                                 alpha=m.alpha, holdout=holdout, **common)
+            result = found.result
+            self.warm_alpha[short] = found.alpha
+            record.update(alpha=found.alpha, solves=found.solves,
+                          trajectory=[(t, a, j / found.fp_energy if found.fp_energy > 0 else j)
+                                      for t, a, j in found.trajectory])
+        self.counters["solves"] += record["solves"]
+        record["damp"] = result.damp
+        return result, record
+
+    # ------------------------------------------------------------------- block
+    def quantize_block(self, index: int, fp_stream: torch.Tensor | None, q_stream: torch.Tensor,
+                       kwargs: dict) -> tuple[torch.Tensor | None, torch.Tensor, dict, list[dict]]:
+        """Quantize block ``index``; return (FP stream out, Q stream out, tensors to save, records)."""
+        m = self.method
+        block = self.blocks[index].to(self.cfg.device)
+        kwargs = _to(kwargs, self.cfg.device)
+        groups = self.module_names(block)
+        cached = self.fp_cache.block(index) if self.fp_cache is not None else None
+        need_fp = m.needs_drift or self.cfg.report_error
+        if m.method == "rtn" and not self.cfg.report_error:
+            need_fp = False
+        n = q_stream.shape[0]
+        holdout_from = n - max(1, int(round(n * m.holdout_fraction))) if m.feedback == "holdout" and m.method == "marr" else n
+
+        # FP inputs of every group (and the FP block output): from the cache, or one FP block pass
+        fp_inputs: dict[str, torch.Tensor] = {}
+        fp_out = None
+        if need_fp:
+            keys = [group_key(g) for g in groups]
+            if cached is not None and all(f"X.{k}" in cached for k in keys):
+                fp_inputs = {k: cached[f"X.{k}"] for k in keys}
+            else:
+                if fp_stream is None:
+                    raise RuntimeError(
+                        f"block {index}: the FP statistics cache has no usable entry for this block (corrupted?) "
+                        "and the FP stream was not kept; rerun the hessians step")
+                fp_block = copy.deepcopy(block)
+                fp_out, captured = self.run_block(fp_block, fp_stream, kwargs,
+                                                  {k: fp_block.get_submodule(k) for k in keys},
+                                                  counter="fp_block_forwards")
+                fp_inputs = {k: torch.cat(v) for k, v in captured.items()}
+                del fp_block
+
+        tensors: dict[str, torch.Tensor] = {}
+        records: list[dict] = []
+        for group in groups:
+            key = group_key(group)
+            first = block.get_submodule(key)
+            t0 = time.perf_counter()
+            if m.method == "rtn" and not need_fp:
+                stats = None
+            else:
+                _, captured = self.run_block(block, q_stream, kwargs, {key: first}, stop_at=first)
+                xq = torch.cat(captured[key])
+                stats = self.group_stats(xq, fp_inputs.get(key), holdout_from, cached, key)
+                if self.cfg.save_grams:
+                    tensors[f"grams.{key}.H"] = stats.full()[0].to(torch.float32)
+                    if stats.solve.D is not None:
+                        tensors[f"grams.{key}.D"] = stats.full()[1].to(torch.float32)
+            forward_seconds = time.perf_counter() - t0
+            for name in group:
+                t1 = time.perf_counter()
+                module = block.get_submodule(name)
+                W = module.weight.data.detach().to(torch.float32, copy=True)
+                if not torch.isfinite(W).all():
+                    raise FloatingPointError(f"block {index} module {name}: weight contains NaN or Inf")
+                try:
+                    result, record = self.solve_module(W, name, stats)
+                except (FloatingPointError, torch.linalg.LinAlgError) as exc:
+                    raise type(exc)(f"block {index} module {name}: {exc}") from exc
+                module.weight.data.copy_(result.weight.to(module.weight.dtype))
+                j_rel = None
+                if stats is not None and stats.full()[2] is not None and stats.full()[1] is not None:
+                    j_rel = ErrorModel.build(W, *stats.full()).relative(result.weight)
+                record.update(block=index, module=name, name=f"{self.adapter.blocks_path}.{index}.{name}",
+                              j_rel=j_rel, seconds=time.perf_counter() - t1, forward_seconds=forward_seconds,
+                              d_out=W.shape[0], d_in=W.shape[1])
+                forward_seconds = 0.0
+                records.append(record)
+                tensors.update(result.state_dict(prefix=f"{name}."))
+
+        q_out, _ = self.run_block(block, q_stream, kwargs)
+        self.blocks[index].to("cpu")
+        return fp_out, q_out, tensors, records
+
+    def group_stats(self, xq: torch.Tensor, x: torch.Tensor | None, holdout_from: int,
+                    cached: dict | None, key: str) -> GroupStats:
+        d_in = xq.shape[-1]
+        drift = x is not None
+        G_cached = cached.get(f"G.{key}") if cached is not None else None
+        use_cached_G = G_cached is not None and holdout_from == xq.shape[0]
+        make = lambda: GramAccumulator(d_in, dtype=self.gram_dtype, drift=drift,  # noqa: E731
+                                       fp=drift and not use_cached_G)
+        stats = GroupStats(make(), make() if holdout_from < xq.shape[0] else None,
+                           G_cached.to(self.gram_dtype) if use_cached_G else None)
+        for sl in self.batches(xq.shape[0]):
+            for part, lo, hi in ((stats.solve, sl.start, min(sl.stop, holdout_from)),
+                                 (stats.holdout, max(sl.start, holdout_from), sl.stop)):
+                if part is None or lo >= hi:
+                    continue
+                part.add(xq[lo:hi], x[lo:hi] if drift else None)
+        return stats
+
+    # --------------------------------------------------------------------- run
+    def manifest(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "calibration_hash": self.calibration_hash,
+                "method": self.method.to_dict(), "n_blocks": len(self.blocks), "adapter": self.adapter.name,
+                "skip": list(self.cfg.skip), "stream_dtype": self.cfg.stream_dtype, "marr_version": marr.__version__}
+
+    def run(self, calibration: torch.Tensor) -> QuantizationRun:
+        start_time = time.perf_counter()
+        n_blocks = len(self.blocks)
+        kwargs = self.adapter.block_kwargs(calibration[:1])
+        store = RunStore(self.out_dir, self.manifest()) if self.out_dir else None
+        states: dict[str, QuantResult] = {}
+        all_records: list[dict] = []
+        with store if store else _nullcontext():
+            start = 0
+            fp_stream = q_stream = None
+            if store:
+                finished = store.finished_blocks(n_blocks)
+                for index, (tensors, metadata) in enumerate(finished):
+                    self.restore_block(index, tensors, metadata, states, all_records)
+                start = len(finished)
+                if start:
+                    fp_stream, q_stream = store.load_streams(start - 1)
+                    log.info("resuming at block %d/%d from %s", start + 1, n_blocks, self.out_dir)
+            if start == 0 and start < n_blocks:
+                q_stream = self.block0_stream(calibration)
+                fp_stream = q_stream.clone()
+            for index in range(start, n_blocks):
+                t0 = time.perf_counter()
+                fp_out, q_out, tensors, records = self.quantize_block(index, fp_stream, q_stream, kwargs[index])
+                fp_stream, q_stream = fp_out, q_out
+                for rec in records:
+                    states[rec["name"]] = QuantResult.from_state_dict(tensors, self.method.spec, prefix=f"{rec['module']}.")
+                all_records.extend(records)
+                if store:
+                    store.save_streams(index, fp_stream, q_stream)
+                    store.save_block(index, tensors, records)
+                self.log_block(index, n_blocks, records, time.perf_counter() - t0)
+                if self.on_block_done is not None:
+                    self.on_block_done(index)
+        frame = pd.DataFrame(all_records)
+        return QuantizationRun(self.model, states, frame, dict(self.counters), time.perf_counter() - start_time)
+
+    def restore_block(self, index: int, tensors: dict, metadata: dict, states: dict, all_records: list) -> None:
+        """Write a finished block's saved weights into the model (bit-identical to the original run)."""
+        import json
+
+        records = json.loads(metadata["records"])
+        block = self.blocks[index]
+        for rec in records:
+            result = QuantResult.from_state_dict(tensors, self.method.spec, prefix=f"{rec['module']}.")
+            module = block.get_submodule(rec["module"])
+            module.weight.data.copy_(result.weight.to(module.weight.dtype))
+            states[rec["name"]] = result
+            if rec.get("alpha") is not None:
+                self.warm_alpha[rec["module"]] = rec["alpha"]
+        all_records.extend(records)
+
+    @staticmethod
+    def log_block(index: int, n_blocks: int, records: list[dict], seconds: float) -> None:
+        parts = []
+        for r in records:
+            alpha = "" if r["alpha"] is None else f" α={r['alpha']:.3f}"
+            j = "" if r["j_rel"] is None else f" J={r['j_rel']:.2e}"
+            parts.append(f"{r['module'].split('.')[-1]}{alpha}{j}")
+        log.info("block %d/%d | %s | %.1f s", index + 1, n_blocks, " | ".join(parts), seconds)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+
+def quantize_model(model: nn.Module, calibration: torch.Tensor, method: MethodConfig,
+                   engine: EngineConfig | None = None, **kwargs) -> QuantizationRun:
+    """Quantize every linear of every block of ``model`` in place (see ``Engine``)."""
+    return Engine(model, method, engine, **kwargs).run(calibration)
+
+
+def apply_run(model: nn.Module, run_dir: str | Path) -> tuple[dict[str, QuantResult], pd.DataFrame]:
+    """Load a finished run directory's weights into ``model`` (fake-quantized)."""
+    manifest, raw_states, records = load_run_states(run_dir)
+    spec = MethodConfig.from_dict(manifest["method"]).spec
+    states = {}
+    for name, tensors in raw_states.items():
+        result = QuantResult.from_state_dict(tensors, spec)
+        module = model.get_submodule(name)
+        module.weight.data.copy_(result.weight.to(module.weight.dtype))
+        states[name] = result
+    return states, pd.DataFrame(records)

@@ -1,0 +1,149 @@
+import copy
+
+import pytest
+import torch
+
+from marr.adapters import adapter_for
+from marr.engine import EngineConfig, MethodConfig, compute_fp_statistics, quantize_model
+from marr.engine.store import block_file
+from marr.testing import FAMILIES, model_output, tiny_calibration, tiny_model
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return request.param
+
+
+def test_eight_bit_keeps_outputs_close(family):
+    model, calib = tiny_model(family), tiny_calibration(family)
+    ref = model_output(model, calib)
+    quantize_model(model, calib, MethodConfig(method="gptq", bits=8, group_size=32))
+    assert rel(model_output(model, calib), ref) < 1e-2
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq", "gptaq", "qep", "marr"])
+def test_every_method_changes_every_weight(family, method):
+    model, calib = tiny_model(family), tiny_calibration(family)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run = quantize_model(model, calib, MethodConfig(method=method, bits=3, group_size=32))
+    adapter = adapter_for(model)
+    n_linears = len(adapter.blocks()) * sum(len(g) for g in adapter.groups)
+    assert len(run.states) == len(run.records) == n_linears
+    for name in run.states:
+        key = f"{name}.weight"
+        assert not torch.equal(model.state_dict()[key], before[key]), key
+        assert torch.equal(model.get_submodule(name).weight.data, run.states[name].weight)
+
+
+def test_marr_quality_order_and_adaptive_alpha(family):
+    model, calib = tiny_model(family), tiny_calibration(family, n=16)
+    ref = model_output(model, calib)
+    errors, runs = {}, {}
+    for method in ("rtn", "gptq", "marr"):
+        m = copy.deepcopy(model)
+        runs[method] = quantize_model(m, calib, MethodConfig(method=method, bits=3, group_size=32))
+        errors[method] = rel(model_output(m, calib), ref)
+    assert errors["marr"] < errors["gptq"] < errors["rtn"], errors
+    alphas = runs["marr"].records["alpha"]
+    assert alphas.nunique() >= 3, alphas.tolist()
+    # every module's α trajectory is recorded, the start α first
+    assert all(len(t) == s for t, s in zip(runs["marr"].records["trajectory"], runs["marr"].records["solves"]))
+
+
+def test_resume_after_failure_is_bit_identical(tmp_path):
+    family = "llama"
+    calib = tiny_calibration(family)
+    method = MethodConfig(method="marr", bits=3, group_size=32)
+    straight = tiny_model(family)
+    quantize_model(straight, calib, method, out_dir=tmp_path / "straight")
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_block(index):
+        if index == 0:
+            raise Crash
+
+    crashed = tiny_model(family)
+    with pytest.raises(Crash):
+        quantize_model(crashed, calib, method, out_dir=tmp_path / "resumed", on_block_done=crash_after_first_block)
+    assert block_file(tmp_path / "resumed", 0).exists() and not block_file(tmp_path / "resumed", 1).exists()
+    resumed = tiny_model(family)  # a fresh process would start from the FP model again
+    run = quantize_model(resumed, calib, method, out_dir=tmp_path / "resumed")
+    assert run.counters["fp_block_forwards"] == 1  # only block 1 was recomputed
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_cached_fp_statistics_skip_every_fp_forward(tmp_path):
+    family = "gemma3"
+    calib = tiny_calibration(family)
+    compute_fp_statistics(tiny_model(family), calib, tmp_path / "fp", model_id="tiny", calibration_hash="abc",
+                          cache_activations=True, activation_dtype="float32")
+    method = MethodConfig(method="marr", bits=3, group_size=32)
+    plain_model, cached_model = tiny_model(family), tiny_model(family)
+    plain = quantize_model(plain_model, calib, method)
+    cached = quantize_model(cached_model, calib, method, fp_cache=tmp_path / "fp", model_id="tiny",
+                            calibration_hash="abc")
+    assert plain.counters["fp_block_forwards"] == 3
+    assert cached.counters["fp_block_forwards"] == 0
+    for key, value in plain_model.state_dict().items():
+        assert torch.equal(value, cached_model.state_dict()[key]), key
+    # a cache of another calibration set is not used
+    other = quantize_model(tiny_model(family), calib, method, fp_cache=tmp_path / "fp", model_id="tiny",
+                           calibration_hash="different")
+    assert other.counters["fp_block_forwards"] == 3
+
+
+def test_engine_grams_equal_hand_computed_grams(tmp_path):
+    """H and D saved for block 1 equal Grams of inputs hooked from the FP model and from the
+    final quantized model (a group's input depends only on modules quantized before it)."""
+    family = "llama"
+    calib = tiny_calibration(family)
+    fp_model, q_model = tiny_model(family), tiny_model(family)
+    quantize_model(q_model, calib, MethodConfig(method="gptaq", bits=3, group_size=32), out_dir=tmp_path / "run",
+                   engine=EngineConfig(gram_dtype="float64", batch_size=3))
+    from safetensors.torch import load_file
+
+    saved = load_file(str(block_file(tmp_path / "run", 1)))
+
+    def hooked_inputs(model, name):
+        box = []
+        handle = model.get_submodule(name).register_forward_pre_hook(lambda m, a: box.append(a[0].detach()))
+        model_output(model, calib)
+        handle.remove()
+        return box[0].reshape(-1, box[0].shape[-1]).double().T
+
+    for module in ("self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"):
+        X = hooked_inputs(fp_model, f"model.layers.1.{module}")
+        Xq = hooked_inputs(q_model, f"model.layers.1.{module}")
+        n = calib.shape[0]
+        torch.testing.assert_close(saved[f"grams.{module}.H"].double(), 2 / n * Xq @ Xq.T, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(saved[f"grams.{module}.D"].double(), 2 / n * (X - Xq) @ Xq.T, rtol=1e-4, atol=1e-5)
+
+
+def test_skip_patterns_leave_modules_in_full_precision():
+    model, calib = tiny_model("llama"), tiny_calibration("llama")
+    down = model.model.layers[0].mlp.down_proj.weight.clone()
+    run = quantize_model(model, calib, MethodConfig(method="gptq", bits=3, group_size=32),
+                         engine=EngineConfig(skip=("mlp.down_proj",)))
+    assert torch.equal(model.model.layers[0].mlp.down_proj.weight, down)
+    assert not any(name.endswith("down_proj") for name in run.states)
+
+
+def test_unsupported_architecture_lists_the_supported_ones():
+    with pytest.raises(NotImplementedError, match="supported: .*llama"):
+        adapter_for(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_concurrent_runs_on_one_directory_are_refused(tmp_path):
+    from marr.io import DirectoryLock
+
+    with DirectoryLock(tmp_path):
+        with pytest.raises(RuntimeError, match="refusing to run concurrently"):
+            quantize_model(tiny_model("llama"), tiny_calibration("llama"), MethodConfig(method="rtn"),
+                           out_dir=tmp_path)
