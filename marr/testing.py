@@ -46,3 +46,44 @@ def model_output(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         out = model(batch)
     return getattr(out, "logits", out)
+
+
+def byte_tokenizer():
+    """A real HF fast tokenizer over the 256 byte-level symbols (no merges): any text, no files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {s: i for i, s in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<|endoftext|>"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+def save_tiny_llm(folder, family: str = "llama", seed: int = 0):
+    """Write a tiny random decoder with a byte-level tokenizer as a loadable HF folder."""
+    model = tiny_model(family, seed)
+    model.config.vocab_size = 257
+    model.resize_token_embeddings(257)
+    model.save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def save_tiny_vit(folder, seed: int = 0):
+    """Write a tiny DINOv2-style timm ViT as a marr timm folder (config.json + model.safetensors)."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    model = tiny_model("vit", seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    config = {"architecture": "vit_small_patch14_dinov2", "patch_size": 14, "native_img_size": 56,
+              "default_img_size": 56, "num_classes": 0,
+              "model_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 4, "init_values": 1.0}}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder

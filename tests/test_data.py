@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 
 import numpy as np
@@ -15,7 +16,9 @@ from marr.data import (ArrayImageDataset, calibration_images, fashion_mnist, loa
                        save_calibration, split_documents, split_of, stratified_subset,
                        tensor_sha256, timm_eval_transform, token_calibration_set, wiki_split)
 from marr.data.images import fashion_mnist_dir
-from tiny_models import tiny_corpus, tiny_tokenizer
+from tiny_models import tiny_corpus, tiny_tokenizer, single_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # --- split rule -------------------------------------------------------------------------------
@@ -157,7 +160,7 @@ def test_calibration_images_use_model_preprocessing():
     assert calibration_images(dataset, n=8, seed=0).sha256 == calib.sha256
 
 
-@pytest.mark.skipif(not any(True for _ in [0]) or not __import__("os").path.isdir("/usr/share/datasets/fashion-mnist"),
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
                     reason="Debian package dataset-fashion-mnist is not installed")
 def test_debian_fashion_mnist():
     assert fashion_mnist_dir().is_dir()
@@ -171,4 +174,31 @@ def test_debian_fashion_mnist():
 def test_real_wiki_split_sizes():
     test, holdout, calib = (wiki_split(s) for s in ("test", "holdout", "calibration"))
     assert (len(test), len(holdout), len(calib)) == (1003, 1003, 8027)
-    assert test[0].startswith("A cappella")
+    assert test[0].startswith("The 14th Dalai Lama")
+
+
+def test_llm_calibration_from_user_text(tmp_path):
+    from marr.data import llm_calibration
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(tiny_corpus(50)))
+    tok = tiny_tokenizer()
+    a = llm_calibration(tok, {"text_file": str(path)}, n_windows=4, window_len=16, seed=1)
+    b = llm_calibration(tok, str(path), n_windows=4, window_len=16, seed=1)
+    assert a.data.shape == (4, 16) and a.sha256 == b.sha256
+    assert a.meta["source_documents"] == 40 and a.meta["split"] == "calibration"
+
+
+def test_vit_calibration_from_image_folder(tmp_path):
+    from PIL import Image
+
+    from marr.data import vit_calibration
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "cls").mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8)).save(tmp_path / "cls" / f"{i}.png")
+    config = {"input_size": [3, 28, 28], "interpolation": "bilinear", "mean": [0.5] * 3,
+              "std": [0.5] * 3, "crop_pct": 1.0, "crop_mode": "center"}
+    calib = vit_calibration(config, str(tmp_path), n_images=3, seed=0)
+    assert calib.data.shape == (3, 3, 28, 28) and calib.meta["image_source"] == str(tmp_path)

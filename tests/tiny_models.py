@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 WORDS = ("the cat sat on a mat while dogs ran in the park and birds sang over green hills "
@@ -55,3 +56,12 @@ def tiny_vit(img_size: int = 28, num_classes: int = 0, seed: int = 0):
     torch.manual_seed(seed)
     return timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=img_size,
                              depth=2, embed_dim=32, num_heads=2, num_classes=num_classes).eval()
+
+
+@pytest.fixture(autouse=False)
+def single_thread():
+    """Tiny models run far faster on one thread, especially on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

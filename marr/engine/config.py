@@ -132,3 +132,17 @@ class EngineConfig:
                  "must be a positive integer")
         _require(self.device == "cpu" or self.device.startswith("cuda"), "device", self.device,
                  "allowed values are cpu, cuda, cuda:N")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None, where: str = "engine") -> "EngineConfig":
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(known))}")
+        if "skip" in values:
+            values["skip"] = tuple(values["skip"] or ())
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{exc}") from None

@@ -126,10 +126,10 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes
         train_acc = ((z @ weight.T + bias).argmax(1) == labels).float().mean().item()
     meta = {"n_train": int(len(labels)), "feature_dim": int(z.shape[1]), "num_classes": classes,
             "weight_decay": weight_decay, "max_iter": max_iter, "seed": seed,
-            "train_loss": float(loss), "train_top1": train_acc,
+            "train_loss": float(loss.detach()), "train_top1": train_acc,
             "train_features_sha256": tensor_sha256(features)}
     log.info("linear probe: %d samples, dim %d, train top-1 %.4f, loss %.4f (%.1f s)",
-             len(labels), z.shape[1], train_acc, float(loss), time.perf_counter() - start)
+             len(labels), z.shape[1], train_acc, float(loss.detach()), time.perf_counter() - start)
     return LinearProbe(weight.detach(), bias.detach(), mean, std, meta)
 
 

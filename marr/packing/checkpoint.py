@@ -179,6 +179,9 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None], *, overw
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary folder
     try:
         fill(tmp)
         write_manifest(tmp)

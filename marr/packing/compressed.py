@@ -132,8 +132,16 @@ def quantization_config(states: Mapping[str, QuantResult], ignore: list[str], st
         "version": PINNED_VERSION,
     }
     try:
+        import compressed_tensors
         from compressed_tensors.quantization import QuantizationConfig
     except ImportError:
         return config
-    QuantizationConfig.model_validate({k: v for k, v in config.items() if k != "quant_method"})
-    return config
+    # normalise through the library's schema: what its own writer puts in config.json
+    body = QuantizationConfig.model_validate({k: v for k, v in config.items() if k not in ("quant_method", "version")})
+    return {
+        "quant_method": "compressed-tensors",
+        "version": compressed_tensors.__version__,
+        "sparsity_config": {},
+        "transform_config": {},
+        **body.model_dump(exclude=["quant_method"]),
+    }

@@ -15,10 +15,14 @@ Per-channel is ``group_size = -1`` with one group.
 v1 cannot hold a zero point of 0: loaders convert v1 to v2 by adding 1 to every packed field
 with one integer addition, so a stored −1 (all ones) carries into the neighbouring field.
 Packing v1 therefore refuses zero points of 0 (use ``gptq_v2``).
+
+Loaders unpack whole 32-bit words (3-bit: blocks of 3 words holding 32 values), so d_in·b and
+d_out·b must be multiples of 32 (3-bit: d_in and d_out multiples of 32); packing refuses others.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -41,6 +45,12 @@ def encode_module(name: str, result: QuantResult, checkpoint_format: str) -> dic
     """The four GPTQ tensors of one quantized linear, keyed ``name.qweight`` etc."""
     _check_format(checkpoint_format)
     bits = result.spec.bits
+    d_out, d_in = result.codes.shape
+    unit = 32 // math.gcd(32, bits)
+    if d_in % unit or d_out % unit:
+        raise ValueError(
+            f"{name}: {d_out} × {d_in} at {bits} bits; GPTQ loaders need both dimensions to be multiples of {unit}"
+        )
     zeros = integer_zeros(name, result)
     if checkpoint_format == "gptq":
         if int(zeros.min()) == 0:

@@ -33,7 +33,7 @@ from marr.packing.checkpoint import (
     write_json,
     write_safetensors,
 )
-from marr.packing.common import DTYPES, dtype_name, uniform_spec
+from marr.packing.common import dtype_name, uniform_spec
 from marr.packing.provenance import (
     PROVENANCE_NAME,
     build_provenance,
@@ -79,12 +79,31 @@ def _fill(
         save_file(perms, folder / EXTRAS_FILE, metadata=metadata)
 
 
-def _record(model, states, modules, provenance, checkpoint_format, **facts) -> dict:
+def _record(states, modules, provenance, checkpoint_format, **facts) -> dict:
     record = build_provenance(states, provenance, checkpoint_format=checkpoint_format)
     for name, module in modules.items():
         record["modules"][name]["weight_dtype"] = dtype_name(module.weight.dtype)
     record.update(facts)
     return record
+
+
+def _check_block_coverage(model: torch.nn.Module, states: Mapping[str, QuantResult]) -> None:
+    """GPTQ loaders replace exactly the linears inside the transformer blocks: all, and only those."""
+    outside = sorted(name for name in states if not _BLOCK_PATTERN.search(f".{name}."))
+    if outside:
+        raise ValueError(
+            f"GPTQ loaders quantize only the linears of the transformer blocks; {outside[:3]} lie outside them "
+            "(use pack_compressed_tensors)"
+        )
+    missing = [
+        name for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and name not in states and _BLOCK_PATTERN.search(f".{name}.")
+    ]
+    if missing:
+        raise ValueError(
+            f"GPTQ loaders replace every linear of the transformer blocks, but {len(missing)} are not quantized "
+            f"(e.g. {missing[:3]}); quantize them or use pack_compressed_tensors"
+        )
 
 
 def pack_gptq(
@@ -114,19 +133,11 @@ def pack_gptq(
         raise TypeError(f"pack_gptq needs a transformers model, got {type(model).__name__}; use pack_compressed_tensors")
     modules = linear_modules(model, states)
     uniform_spec(states, "GPTQ")
-    missing = [
-        name for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and name not in states and _BLOCK_PATTERN.search(f".{name}.")
-    ]
-    if missing:
-        raise ValueError(
-            f"GPTQ loaders replace every linear of the transformer blocks, but {len(missing)} are not quantized "
-            f"(e.g. {missing[:3]}); quantize them or use pack_compressed_tensors"
-        )
+    _check_block_coverage(model, states)
     tensors = _cast(plain_tensors(model, modules), dtype)
     for name in sorted(states):
         tensors.update(gptq_format.encode_module(name, states[name], checkpoint_format))
-    record = _record(model, states, modules, provenance, checkpoint_format, plain_dtype=dtype_name(dtype) if dtype else None)
+    record = _record(states, modules, provenance, checkpoint_format, plain_dtype=dtype_name(dtype) if dtype else None)
     meta = {
         "quantizer": [f"marr:{record['marr_version']}"],
         "marr_method": record["method"],
@@ -180,7 +191,7 @@ def pack_compressed_tensors(
         tensors.update(compressed.encode_module(name, states[name], stored_group, scale_dtype))
     ignore = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name not in states]
     record = _record(
-        model, states, modules, provenance, f"compressed-tensors/{compressed.FORMAT}",
+        states, modules, provenance, f"compressed-tensors/{compressed.FORMAT}",
         stored_group_size=stored_group if stored_group is not None else -1,
         scale_dtype=dtype_name(scale_dtype),
         plain_dtype=dtype_name(dtype) if dtype else None,
@@ -199,5 +210,3 @@ def pack_compressed_tensors(
         overwrite=overwrite,
     )
 
-
-__all__ = ["pack_gptq", "pack_compressed_tensors", "DTYPES"]

@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch
+
 from marr.result import QuantResult
 
 PROVENANCE_NAME = "marr_provenance.json"
@@ -26,7 +28,9 @@ def marr_version() -> str:
 
 def _scalar(value):
     """A JSON scalar for ``value`` (tensor/numpy scalars included), or None when it is not one."""
-    if hasattr(value, "item") and getattr(value, "numel", lambda: getattr(value, "size", 2))() == 1:
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else None
+    elif hasattr(value, "item") and getattr(value, "size", None) == 1:  # numpy scalar
         value = value.item()
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
         return value

@@ -86,7 +86,8 @@ def load_timm_folder(folder, img_size: int | None = None):
     if size % patch:
         raise ValueError(f"img_size {size} is not a multiple of the patch size {patch}")
     model = timm.create_model(config["architecture"], pretrained=False,
-                              num_classes=config.get("num_classes", 0), img_size=size)
+                              num_classes=config.get("num_classes", 0), img_size=size,
+                              **config.get("model_kwargs", {}))
     state = load_file(str(folder / "model.safetensors"))
     state["pos_embed"] = resample_pos_embed(state["pos_embed"], (size // patch, size // patch),
                                             prefix_tokens=model.num_prefix_tokens)
@@ -109,11 +110,41 @@ def load_timm(arch: str, checkpoint: str | None = None, img_size: int | None = N
     if checkpoint is not None:
         if not Path(checkpoint).is_file():
             raise FileNotFoundError(f"timm checkpoint {checkpoint} does not exist")
-        kwargs["pretrained_cfg_overlay"] = {"file": str(checkpoint)}
+        overlay = {"file": str(checkpoint)}
+        classes = num_classes if num_classes is not None else _checkpoint_classes(arch, checkpoint)
+        if classes is not None:   # keep the checkpoint's own head instead of timm's default
+            overlay["num_classes"] = classes
+            kwargs["num_classes"] = classes
+        kwargs["pretrained_cfg_overlay"] = overlay
     log.info("loading timm %s (%s)", arch, checkpoint or "hub weights")
     model = timm.create_model(arch, pretrained=True, **kwargs)
     model.eval()
     return model, _data_config(model, None, img_size)
+
+
+def _read_checkpoint(path) -> dict:
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def _checkpoint_classes(arch: str, checkpoint) -> int | None:
+    """Classes of the checkpoint's classifier (0 if it has none), from timm's classifier name."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch) if hasattr(timm.models, "get_pretrained_cfg") else None
+    classifier = getattr(cfg, "classifier", None) or "head"
+    names = [classifier] if isinstance(classifier, str) else list(classifier)
+    state = _read_checkpoint(checkpoint)
+    for name in names:
+        if f"{name}.weight" in state:
+            return int(state[f"{name}.weight"].shape[0])
+    return 0
 
 
 def _data_config(model, overlay: dict | None, img_size: int | None) -> dict:

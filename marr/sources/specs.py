@@ -159,9 +159,9 @@ def _spec_from_mapping(entry: Mapping[str, Any]) -> ModelSpec:
     if len(chosen) != 1:
         raise ValueError(f"model spec needs exactly one of 'default', 'hf', 'timm'; got {sorted(keys)}")
     if "default" in entry:
-        base = resolve_spec(str(entry["default"]))
         if entry["default"] not in DEFAULT_MODELS:
             raise ValueError(f"model spec default {entry['default']!r} is not one of {sorted(DEFAULT_MODELS)}")
+        base = DEFAULT_MODELS[entry["default"]]
         changes = {}
         if entry.get("img_size") is not None:
             changes["img_size"] = int(entry["img_size"])
