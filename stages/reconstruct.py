@@ -11,6 +11,7 @@ import logging
 import resource
 import shutil
 import time
+from pathlib import Path
 
 from marr.data import load_calibration
 from marr.engine import EngineConfig, MethodConfig, quantize_model
@@ -47,6 +48,8 @@ def main() -> None:
     records = run.records.copy()
     records["trajectory"] = records["trajectory"].map(json.dumps)
     write_text(out / "records.csv", records.to_csv(index=False))
+    alpha_table = Path("alphas") / args.model / f"{args.config}.csv"
+    write_text(alpha_table, run.records[["block", "module", "alpha", "j_rel", "solves"]].to_csv(index=False))
     metrics = {
         "reconstruct_seconds": round(seconds, 2),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3),

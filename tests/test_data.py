@@ -16,7 +16,7 @@ from marr.data import (ArrayImageDataset, calibration_images, fashion_mnist, loa
                        save_calibration, split_documents, split_of, stratified_subset,
                        tensor_sha256, timm_eval_transform, token_calibration_set, wiki_split)
 from marr.data.images import fashion_mnist_dir
-from tiny_models import tiny_corpus, tiny_tokenizer, single_thread  # noqa: F401 (fixture)
+from tests.tiny_models import tiny_corpus, tiny_tokenizer, single_thread  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

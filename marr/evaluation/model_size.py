@@ -75,12 +75,75 @@ def _safetensors_header(path: Path) -> dict:
         return json.loads(handle.read(length))
 
 
+_AUX_SUFFIXES = ("scales", "qzeros", "g_idx", "weight_scale", "weight_zero_point", "weight_g_idx",
+                 "weight_shape", "weight_global_scale")
+_FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
+def _quant_bits(folder: Path) -> int | None:
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    qc = json.loads(config.read_text()).get("quantization_config") or {}
+    if "bits" in qc:
+        return int(qc["bits"])
+    for group in (qc.get("config_groups") or {}).values():   # compressed-tensors
+        bits = (group.get("weights") or {}).get("num_bits")
+        if bits:
+            return int(bits)
+    return None
+
+
+def _numel(shape) -> int:
+    count = 1
+    for d in shape:
+        count *= int(d)
+    return count
+
+
+def logical_weight_count(folder: str | Path) -> int:
+    """Logical parameter count of a checkpoint folder from safetensors headers.
+
+    Dense float tensors count as they are; packed GPTQ `qweight` [in·b/32, out] and
+    compressed-tensors `weight_packed` (with its `weight_shape`) count as the dense matrix they
+    encode; scales, zero points and g_idx are overhead, not weights.
+    """
+    folder = Path(folder)
+    bits = _quant_bits(folder)
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        header = _safetensors_header(path)
+        shapes = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            if name.endswith(".qweight"):
+                if bits is None:
+                    raise ValueError(f"{path.name}: {name} is packed but config.json names no bits")
+                total += info["shape"][0] * 32 // bits * info["shape"][1]
+            elif name.endswith(".weight_packed"):
+                shape_name = name[: -len("weight_packed")] + "weight_shape"
+                if shape_name in header:
+                    shapes[name] = shape_name
+                elif bits is not None:
+                    total += info["shape"][0] * info["shape"][1] * 32 // bits
+                else:
+                    raise ValueError(f"{path.name}: {name} has no weight_shape and config.json names no bits")
+            elif info["dtype"] in _FLOAT_DTYPES and not name.endswith(_AUX_SUFFIXES):
+                total += _numel(info["shape"])
+        if shapes:
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as handle:
+                for shape_name in shapes.values():
+                    total += _numel(handle.get_tensor(shape_name).tolist())
+    return total
+
+
 def checkpoint_size(folder: str | Path, n_weights: int | None = None) -> dict:
     """Bytes of the weight files in a checkpoint folder (*.safetensors, *.bin, *.pth, *.pt).
 
-    Bits per weight needs the logical weight count: pass `n_weights` (e.g. from the FP model);
-    without it, the count of float elements in safetensors headers is used (exact for dense
-    checkpoints only).
+    Bits per weight = 8 · bytes / logical weights; the logical count is `n_weights` if given,
+    else read from safetensors headers (dense, GPTQ and compressed-tensors packed layouts).
     """
     folder = Path(folder)
     files = [p for ext in ("*.safetensors", "*.bin", "*.pth", "*.pt") for p in folder.glob(ext)]
@@ -88,14 +151,6 @@ def checkpoint_size(folder: str | Path, n_weights: int | None = None) -> dict:
         raise FileNotFoundError(f"no weight files (*.safetensors, *.bin, *.pth) in {folder}")
     size = sum(p.stat().st_size for p in files)
     if n_weights is None:
-        n_weights = 0
-        for path in files:
-            if path.suffix == ".safetensors":
-                for name, info in _safetensors_header(path).items():
-                    if name != "__metadata__" and info["dtype"] in ("F32", "F16", "BF16", "F64"):
-                        count = 1
-                        for d in info["shape"]:
-                            count *= d
-                        n_weights += count
+        n_weights = logical_weight_count(folder)
     return {"checkpoint_size_bytes": int(size), "n_weights": int(n_weights),
             "bits_per_weight": 8.0 * size / max(n_weights, 1)}

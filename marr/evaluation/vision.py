@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,41 +97,77 @@ class LinearProbe:
         return cls(t["weight"], t["bias"], t["mean"], t["std"], meta)
 
 
-def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,
-                       weight_decay: float = 1e-4, max_iter: int = 200, seed: int = 0) -> LinearProbe:
-    """Multinomial logistic regression, full batch L-BFGS on standardised features.
+DEFAULT_WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
 
-    Loss = mean CE + weight_decay · ‖W‖². Deterministic given the seed (initial weights).
-    """
-    features = features.float()
-    labels = labels.long()
-    classes = int(num_classes or int(labels.max()) + 1)
-    mean = features.mean(0)
-    std = features.std(0).clamp_min(1e-6)
-    z = (features - mean) / std
+
+def _fit_logistic(z: torch.Tensor, labels: torch.Tensor, classes: int, weight_decay: float,
+                  max_iter: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Minimise mean CE + weight_decay · ‖W‖² with full-batch L-BFGS; returns W, b, final loss."""
     gen = torch.Generator().manual_seed(int(seed))
     weight = (0.01 * torch.randn(classes, z.shape[1], generator=gen)).requires_grad_()
     bias = torch.zeros(classes, requires_grad=True)
     opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
 
+    def objective():
+        return F.cross_entropy(z @ weight.T + bias, labels) + weight_decay * weight.pow(2).sum()
+
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(z @ weight.T + bias, labels) + weight_decay * weight.pow(2).sum()
+        loss = objective()
         loss.backward()
         return loss
 
-    start = time.perf_counter()
-    loss = opt.step(closure)
+    opt.step(closure)
     with torch.no_grad():
-        train_acc = ((z @ weight.T + bias).argmax(1) == labels).float().mean().item()
+        final = float(objective())
+    return weight.detach(), bias.detach(), final
+
+
+def _accuracy(z, labels, weight, bias) -> float:
+    return ((z @ weight.T + bias).argmax(1) == labels).float().mean().item()
+
+
+def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None,
+                       weight_decay: float | Sequence[float] = DEFAULT_WEIGHT_DECAYS,
+                       max_iter: int = 200, seed: int = 0, val_fraction: float = 0.2) -> LinearProbe:
+    """Multinomial logistic regression (full-batch L-BFGS) on standardised features.
+
+    Loss = mean CE + weight_decay · ‖W‖². With several weight decays, each is fitted on a seeded,
+    class-balanced (1 − val_fraction) part of the training features and judged on the rest;
+    the best (ties: the stronger decay) is refitted on all of them. Deterministic given the seed.
+    """
+    from marr.data.images import stratified_subset
+
+    features = features.float()
+    labels = labels.long()
+    classes = int(num_classes or int(labels.max()) + 1)
+    mean = features.mean(0)
+    std = features.std(0).clamp_min(1e-6)
+    z = (features - mean) / std
+    start = time.perf_counter()
+    decays = [float(weight_decay)] if isinstance(weight_decay, (int, float)) else [float(w) for w in weight_decay]
+    sweep = {}
+    if len(decays) > 1:
+        val = torch.as_tensor(stratified_subset(labels.numpy(), int(len(labels) * val_fraction), seed))
+        mask = torch.ones(len(labels), dtype=torch.bool)
+        mask[val] = False
+        for wd in decays:
+            w, b, _ = _fit_logistic(z[mask], labels[mask], classes, wd, max_iter, seed)
+            sweep[wd] = _accuracy(z[~mask], labels[~mask], w, b)
+            log.info("linear probe weight decay %.0e: validation top-1 %.4f", wd, sweep[wd])
+        chosen = max(decays, key=lambda wd: (sweep[wd], wd))
+    else:
+        chosen = decays[0]
+    weight, bias, loss = _fit_logistic(z, labels, classes, chosen, max_iter, seed)
+    train_acc = _accuracy(z, labels, weight, bias)
     meta = {"n_train": int(len(labels)), "feature_dim": int(z.shape[1]), "num_classes": classes,
-            "weight_decay": weight_decay, "max_iter": max_iter, "seed": seed,
-            "train_loss": float(loss.detach()), "train_top1": train_acc,
+            "weight_decay": chosen, "weight_decay_sweep": {f"{k:g}": v for k, v in sweep.items()},
+            "max_iter": max_iter, "seed": seed, "train_loss": loss, "train_top1": train_acc,
             "train_features_sha256": tensor_sha256(features)}
-    log.info("linear probe: %d samples, dim %d, train top-1 %.4f, loss %.4f (%.1f s)",
-             len(labels), z.shape[1], train_acc, float(loss.detach()), time.perf_counter() - start)
-    return LinearProbe(weight.detach(), bias.detach(), mean, std, meta)
+    log.info("linear probe: %d samples, dim %d, weight decay %g, train top-1 %.4f, loss %.4f (%.1f s)",
+             len(labels), z.shape[1], chosen, train_acc, loss, time.perf_counter() - start)
+    return LinearProbe(weight, bias, mean, std, meta)
 
 
 def dataset_labels(dataset: Dataset) -> torch.Tensor:
@@ -185,7 +222,8 @@ def evaluate_classifier(model, dataset: Dataset, batch_size: int = 64, ks=(1, 5)
 
 def fit_or_load_probe(fp_model, train_set: Dataset, probe_path: str | Path | None = None,
                       mode: str = "cls+mean", batch_size: int = 64, seed: int = 0,
-                      weight_decay: float = 1e-4, max_iter: int = 200) -> LinearProbe:
+                      weight_decay: float | Sequence[float] = DEFAULT_WEIGHT_DECAYS,
+                      max_iter: int = 200) -> LinearProbe:
     """Train the probe on FP features of `train_set` once; reuse it from `probe_path` afterwards."""
     if probe_path is not None and Path(probe_path).is_file():
         probe = LinearProbe.load(probe_path)

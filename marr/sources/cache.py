@@ -12,6 +12,17 @@ from typing import Iterator
 CACHE_ENV = "MARR_CACHE"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, mode: int) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries; give the final ones normal modes."""
+    os.chmod(path, mode & ~_umask())
+
+
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache folder: `cache_dir`, else `$MARR_CACHE`, else `~/.cache/marr`."""
     if cache_dir is not None:
@@ -36,6 +47,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
+        _publish_mode(tmp, 0o777)
         try:
             os.replace(tmp, final)
         except OSError:
@@ -57,6 +69,7 @@ def atomic_file(final: str | os.PathLike, mode: str = "wb") -> Iterator:
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
+        _publish_mode(Path(tmp), 0o666)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -73,6 +86,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        _publish_mode(Path(tmp), 0o666)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
