@@ -37,16 +37,12 @@ class GramAccumulator:
         if xq.shape[-1] != self.d_in:
             raise ValueError(f"input width {xq.shape[-1]} != accumulator width {self.d_in}")
         xq = xq.to(self.H.device, self.dtype)
-        if not torch.isfinite(xq).all():
-            raise FloatingPointError("non-finite values in quantized-stream inputs")
         xf = None
         if fp_inputs is not None:
             xf, _ = _flatten_tokens(fp_inputs)
             xf = xf.to(self.H.device, self.dtype)
             if xf.shape != xq.shape:
                 raise ValueError(f"FP inputs {tuple(xf.shape)} and Q inputs {tuple(xq.shape)} differ in shape")
-            if not torch.isfinite(xf).all():
-                raise FloatingPointError("non-finite values in FP-stream inputs")
         elif self.D is not None or self.G is not None:
             raise ValueError("this accumulator tracks D/G: pass fp_inputs too")
 
@@ -58,3 +54,12 @@ class GramAccumulator:
             self.D.mul_(keep).addmm_((xf - xq).T, xq, alpha=w)
         if self.G is not None:
             self.G.mul_(keep).addmm_(xf.T, xf, alpha=w)
+
+    def check_finite(self, where: str = "") -> None:
+        """Raise if any Gram holds NaN/Inf (a non-finite input poisons its Gram, so one check
+        per group replaces a scan of every activation)."""
+        for name in ("H", "D", "G"):
+            gram = getattr(self, name)
+            if gram is not None and not torch.isfinite(gram).all():
+                stream = "quantized-stream" if name == "H" else "FP- or quantized-stream"
+                raise FloatingPointError(f"{where}non-finite values in the {stream} inputs (Gram {name})")

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from packing_fixtures import PROVENANCE, quantize_model, tiny_llama, tiny_vit, tokens
+from tests.packing_fixtures import PROVENANCE, quantize_model, tiny_llama, tiny_vit, tokens
 from safetensors import safe_open
 
 from marr.grid import QuantSpec
@@ -384,6 +384,7 @@ def test_existing_output_and_overwrite(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (path.stat().st_mode & 0o777) == 0o777 & ~umask  # not mkdtemp's private 0700
+    assert all((f.stat().st_mode & 0o777) == 0o666 & ~umask for f in path.iterdir())
 
 
 def test_failed_pack_leaves_nothing(tmp_path):

@@ -13,7 +13,7 @@ import os
 
 import pytest
 import torch
-from packing_fixtures import PROVENANCE, quantize_model, tiny_llama, tiny_vit, tokens
+from tests.packing_fixtures import PROVENANCE, quantize_model, tiny_llama, tiny_vit, tokens
 
 from marr.grid import QuantSpec
 from marr.packing import ManifestError, load_tensors, pack_compressed_tensors, pack_gptq, verify_manifest

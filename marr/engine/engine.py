@@ -276,6 +276,9 @@ class Engine:
                     stats.add(sl, xq, x)
 
                 self.run_block(block, q_stream, kwargs, {key: first}, stop_at=first, consume=consume)
+                for acc in (stats.solve, stats.holdout):
+                    if acc is not None:
+                        acc.check_finite(f"block {index} group {key}: ")
                 if self.cfg.save_grams:
                     H_full, D_full, _ = stats.full()
                     tensors[f"grams.{key}.H"] = H_full.to(torch.float32)

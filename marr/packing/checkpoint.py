@@ -184,6 +184,9 @@ def write_atomically(out_dir: str | Path, fill: Callable[[Path], None], *, overw
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary folder
     try:
         fill(tmp)
+        for file in tmp.rglob("*"):
+            if file.is_file():  # some writers (safetensors) create private files
+                os.chmod(file, 0o666 & ~umask)
         write_manifest(tmp)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
