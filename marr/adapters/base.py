@@ -27,6 +27,9 @@ class Adapter:
     architectures: tuple[str, ...] = ()
     groups: tuple[tuple[str, ...], ...] = ()
     blocks_path: str = ""
+    # submodule -> the first group it contains: once that group (and every earlier one) is
+    # solved, the submodule's output on the Q stream is final and later passes can reuse it
+    reusable: dict[str, str] = {}
 
     def __init__(self, model: nn.Module):
         self.model = model

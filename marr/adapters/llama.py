@@ -16,6 +16,7 @@ class LlamaAdapter(Adapter):
     architectures = ("LlamaForCausalLM", "MistralForCausalLM")
     groups = DECODER_GROUPS
     blocks_path = "model.layers"
+    reusable = {"self_attn": "self_attn.o_proj"}
 
     def run_model(self, batch):
         self.model(input_ids=batch, use_cache=False)

@@ -9,6 +9,7 @@ class TimmVitAdapter(Adapter):
     architectures = ("VisionTransformer",)
     groups = (("attn.qkv",), ("attn.proj",), ("mlp.fc1",), ("mlp.fc2",))
     blocks_path = "blocks"
+    reusable = {"attn": "attn.proj"}
 
     def block_kwargs(self, example):
         return [{} for _ in self.blocks()]

@@ -87,6 +87,55 @@ class GroupStats:
         return mix(H, Hh), mix(D, Dh), mix(G, Gh)
 
 
+class SubmoduleCache:
+    """Outputs of block submodules that no longer change on the Q stream, per batch.
+
+    Once every group inside a submodule (e.g. the attention of a decoder block) is solved, its
+    output for a given batch is fixed; the next pass records it and later passes return it
+    without recomputing (the adapter's ``reusable`` map says which submodules qualify).
+    """
+
+    def __init__(self, device: str):
+        self.device = device
+        self.recording: set[str] = set()
+        self.outputs: dict[str, dict[int, Any]] = {}
+        self.complete: set[str] = set()
+
+    def start(self, name: str) -> None:
+        self.recording.add(name)
+        self.outputs[name] = {}
+
+    def finish_pass(self, n_batches: int) -> None:
+        for name in list(self.recording):
+            if len(self.outputs[name]) == n_batches:
+                self.recording.discard(name)
+                self.complete.add(name)
+
+    def attach(self, block: nn.Module, batch: Callable[[], slice]) -> list:
+        """Hooks (and forward overrides) for one pass; returns removable handles."""
+        handles = []
+        for name in self.complete:
+            module = block.get_submodule(name)
+            outputs = self.outputs[name]
+            module.forward = lambda *a, _o=outputs, **k: _to(_o[batch().start], self.device)
+            handles.append(_Restore(module))
+        for name in self.recording:
+            def keep(module, args, kwargs, out, _o=self.outputs[name]):
+                _o[batch().start] = _to(out, "cpu")
+            handles.append(block.get_submodule(name).register_forward_hook(keep, with_kwargs=True))
+        return handles
+
+
+class _Restore:
+    """Removes a forward override (the handle interface of hooks)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def remove(self) -> None:
+        self.module.__dict__.pop("forward", None)
+
+
 def _to(obj: Any, device: str) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.to(device)
@@ -147,6 +196,7 @@ class Engine:
                   capture: dict[str, nn.Module] | None = None, stop_at: nn.Module | None = None,
                   counter: str = "q_block_forwards",
                   consume: Callable[[str, slice, torch.Tensor], None] | None = None,
+                  reuse: "SubmoduleCache | None" = None,
                   ) -> tuple[torch.Tensor | None, dict[str, list[torch.Tensor]]]:
         """Run ``block`` over the stream in batches; capture inputs of the named modules.
 
@@ -170,6 +220,8 @@ class Engine:
         output = None if stop_at is not None else torch.empty(stream.shape, dtype=self.stream_dtype)
         dtype = next(block.parameters()).dtype
         self.counters[counter] += 1
+        if reuse is not None:
+            handles.extend(reuse.attach(block, lambda: current[-1]))
         try:
             with torch.no_grad():
                 for sl in self.batches(stream.shape[0]):
@@ -259,6 +311,8 @@ class Engine:
 
         tensors: dict[str, torch.Tensor] = {}
         records: list[dict] = []
+        reuse = SubmoduleCache(self.cfg.device)
+        n_batches = len(self.batches(n))
         for group in groups:
             key = group_key(group)
             first = block.get_submodule(key)
@@ -275,7 +329,8 @@ class Engine:
                         x = fp_batches[sl] if isinstance(fp_batches, torch.Tensor) else fp_batches[sl.start // self.cfg.batch_size]
                     stats.add(sl, xq, x)
 
-                self.run_block(block, q_stream, kwargs, {key: first}, stop_at=first, consume=consume)
+                self.run_block(block, q_stream, kwargs, {key: first}, stop_at=first, consume=consume, reuse=reuse)
+                reuse.finish_pass(n_batches)
                 for acc in (stats.solve, stats.holdout):
                     if acc is not None:
                         acc.check_finite(f"block {index} group {key}: ")
@@ -305,8 +360,11 @@ class Engine:
                 forward_seconds = 0.0
                 records.append(record)
                 tensors.update(result.state_dict(prefix=f"{name}."))
+            for sub, trigger in self.adapter.reusable.items():
+                if trigger in group:
+                    reuse.start(sub)
 
-        q_out, _ = self.run_block(block, q_stream, kwargs)
+        q_out, _ = self.run_block(block, q_stream, kwargs, reuse=reuse)
         self.blocks[index].to("cpu")
         return fp_out, q_out, tensors, records
 
