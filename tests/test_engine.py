@@ -147,3 +147,11 @@ def test_concurrent_runs_on_one_directory_are_refused(tmp_path):
         with pytest.raises(RuntimeError, match="refusing to run concurrently"):
             quantize_model(tiny_model("llama"), tiny_calibration("llama"), MethodConfig(method="rtn"),
                            out_dir=tmp_path)
+
+
+def test_rtn_without_error_report_runs_no_forward_for_groups():
+    model, calib = tiny_model("llama"), tiny_calibration("llama")
+    run = quantize_model(model, calib, MethodConfig(method="rtn", bits=3, group_size=32),
+                         engine=EngineConfig(report_error=False))
+    assert run.counters["fp_block_forwards"] == 0
+    assert run.records["j_rel"].isna().all() and len(run.records) == 14

@@ -248,7 +248,7 @@ class Engine:
     def solve_module(self, W: torch.Tensor, short: str, stats: GroupStats) -> tuple[QuantResult, dict]:
         m, spec = self.method, self.method.spec
         common = dict(damp=m.damp, act_order=m.act_order, static_groups=m.static_groups, block_size=m.block_size)
-        H, D, G = stats.grams("solve")
+        H, D, G = stats.grams("solve") if stats is not None else (None, None, None)
         record: dict[str, Any] = {"alpha": None, "solves": 1, "trajectory": []}
         if m.method == "rtn":
             result = rtn_quantize(W, spec)
