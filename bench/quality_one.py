@@ -60,8 +60,9 @@ def main() -> None:
         config = {**METHODS[args.method], **SETTINGS[args.setting], **json.loads(args.extra)}
         method = MethodConfig.from_dict(config)
         t0 = time.perf_counter()
-        # RTN needs no activations: skip the per-module error report and its forward passes
-        engine = EngineConfig(batch_size=8, report_error=method.method != "rtn")
+        # RTN and GPTQ need no FP stream: skip the per-module error report and its forward passes
+        # (their cost is then what the method itself needs, as in GPTQModel)
+        engine = EngineConfig(batch_size=8, report_error=method.needs_drift)
         run = quantize_model(loaded.model, calib.data, method, engine)
         result["reconstruct_seconds"] = round(time.perf_counter() - t0, 1)
         result["peak_rss_gb_reconstruct"] = round(peak_rss_gb(), 2)

@@ -7,6 +7,7 @@ import logging
 
 from marr.data import llm_calibration, save_calibration, vit_calibration
 from marr.io import write_json
+from marr.params import check_loaded_model
 from stages.common import calibration_dir, load_local_model, model_params, parser, read_params, setup_logging
 
 log = logging.getLogger("stages.calibrate")
@@ -18,6 +19,7 @@ def main() -> None:
     mp = model_params(read_params(), args.model)
     cp = mp.get("calibration", {})
     loaded = load_local_model(args.model, mp)
+    check_loaded_model(args.model, mp, loaded.model)  # context length, supported architecture
     if mp["kind"] == "llm":
         calib = llm_calibration(loaded.tokenizer, cp.get("text", "wiki"), n_windows=int(cp.get("windows", 128)),
                                 window_len=int(cp.get("length", 512)), seed=int(cp.get("seed", 0)))

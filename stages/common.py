@@ -27,11 +27,18 @@ def setup_logging() -> None:
 
 
 def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml, validated as a whole (marr.params) before any stage does work."""
+    from marr.params import validate_params
+
     if not path.exists():
         raise ConfigError(f"{path}: params file not found (run from the repository root)")
-    params = yaml.safe_load(path.read_text()) or {}
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: must be a mapping of sections, got {type(params).__name__}")
+    validate_params(params)
     return params
 
 
@@ -94,7 +101,7 @@ def metrics_file(model: str, config: str) -> Path:
 
 
 def probe_file(model: str) -> Path:
-    return Path("data/probe") / f"{model}.pt"
+    return Path("data/probe") / f"{model}.safetensors"
 
 
 # ------------------------------------------------------------------- model loading
@@ -109,6 +116,11 @@ def load_local_model(model: str, mp: dict):
     if mp["kind"] == "llm":
         net, tokenizer = load_hf_causal_lm(folder)
         return LoadedModel(net, tokenizer, "llm", model, mp["source"], folder)
+    patch = json.loads((folder / "config.json").read_text()).get("patch_size")
+    if mp.get("img_size") is not None and isinstance(patch, int):
+        from marr.params import check_image_size
+
+        check_image_size(model, mp["img_size"], patch)
     net, data_config = load_timm_folder(folder, img_size=mp.get("img_size"))
     return LoadedModel(net, None, "vit", model, mp["source"], folder, data_config)
 

@@ -3,7 +3,7 @@ import logging
 import pytest
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny tensors: a second thread only adds spin-wait contention
 logging.getLogger("marr").setLevel(logging.INFO)
 
 

@@ -43,7 +43,7 @@ def tiny_params(text_file: Path) -> dict:
 def env() -> dict:
     e = dict(os.environ)
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
-    e.update(DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+    e.update(DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
              PREFECT_SERVER_ANALYTICS_ENABLED="false", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e",
              GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@e")
     return e

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +25,52 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r}: {allowed}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_types(cls: type, values: Mapping[str, Any], prefix: str, skip: tuple[str, ...] = ()) -> None:
+    """Reject values whose type does not match the field's default (bool, int, float, str).
+
+    Runs before the dataclass is built so that a wrong type fails with the key named, never with a
+    TypeError from a comparison deep inside ``__post_init__``.
+    """
+    for f in dataclasses.fields(cls):
+        if f.name not in values or f.name in skip or f.default is dataclasses.MISSING:
+            continue
+        value, default, key = values[f.name], f.default, f"{prefix}{f.name}"
+        if isinstance(default, bool):
+            _require(isinstance(value, bool), key, value, "must be true or false")
+        elif isinstance(default, int):
+            _require(isinstance(value, int) and not isinstance(value, bool), key, value, "must be an integer")
+        elif isinstance(default, float):
+            _require(_is_number(value), key, value, "must be a finite number")
+        elif isinstance(default, str):
+            _require(isinstance(value, str), key, value, "must be a string")
+
+
+def _check_keys(cls: type, values: Any, prefix: str, what: str) -> dict[str, Any]:
+    """``values`` as a dict after checking it is a mapping with only the dataclass's keys."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or what}={values!r}: must be a mapping of {what} settings")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted((k for k in values if k not in known), key=str)
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(known))}")
+    return dict(values)
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """How every linear module of the model is quantized.
 
     method: rtn | gptq | gptaq (fixed α) | qep (one-shot correction, α) | marr (α per module by ``search``).
+    bits: 2..8. group_size: columns sharing one scale/zero, or None/-1 for one per output channel.
+    A group size that does not divide a module's input dimension d_in is allowed: groups are
+    consecutive runs of ``group_size`` columns and the last group is shorter (d_in mod group_size
+    columns), GPTQ's policy; a group size larger than d_in gives a single group.
     alpha: the fixed α of gptaq/qep and of marr with search=fixed.
     search: pid | grid | fixed (marr only). feedback: judge J on the calibration Grams or on a held-out slice.
     """
@@ -78,23 +120,20 @@ class MethodConfig:
         return self.method in ("gptaq", "qep", "marr")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "") -> "MethodConfig":
+    def from_dict(cls, values: Mapping[str, Any], where: str = "") -> "MethodConfig":
         """Build from a params.yaml mapping; unknown keys and bad values name the offending key."""
         prefix = f"{where}." if where else ""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = dict(values)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{prefix}{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(known))}")
-        pid_values = values.pop("pid", None) or {}
-        if not isinstance(pid_values, dict):
-            raise ConfigError(f"{prefix}pid={pid_values!r}: must be a mapping of PID settings")
-        pid_known = {f.name for f in dataclasses.fields(PidConfig)}
-        bad = sorted(set(pid_values) - pid_known)
-        if bad:
-            raise ConfigError(f"{prefix}pid.{bad[0]}: unknown key; allowed keys are {', '.join(sorted(pid_known))}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where or 'method config'}={values!r}: must be a mapping of method settings")
+        values = _check_keys(cls, values, prefix, "method")
+        pid_values = _check_keys(PidConfig, values.pop("pid", None), f"{prefix}pid.", "PID")
+        _check_types(cls, values, prefix, skip=("group_size",))
+        _check_types(PidConfig, pid_values, f"{prefix}pid.")
         if "grid" in values:
-            values["grid"] = tuple(values["grid"])
+            grid = values["grid"]
+            _require(isinstance(grid, (list, tuple)) and len(grid) > 0 and all(_is_number(a) for a in grid),
+                     f"{prefix}grid", grid, "must be a non-empty list of finite α values")
+            values["grid"] = tuple(grid)
         if values.get("group_size") == -1:
             values["group_size"] = None
         try:
@@ -134,14 +173,14 @@ class EngineConfig:
                  "allowed values are cpu, cuda, cuda:N")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None, where: str = "engine") -> "EngineConfig":
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(known))}")
+    def from_dict(cls, values: Mapping[str, Any] | None, where: str = "engine") -> "EngineConfig":
+        values = _check_keys(cls, values, f"{where}.", "engine")
+        _check_types(cls, values, f"{where}.")
         if "skip" in values:
-            values["skip"] = tuple(values["skip"] or ())
+            skip = values["skip"] or ()
+            _require(isinstance(skip, (list, tuple)) and all(isinstance(p, str) for p in skip), f"{where}.skip",
+                     skip, "must be a list of module name patterns (strings)")
+            values["skip"] = tuple(skip)
         try:
             return cls(**values)
         except ConfigError as exc:

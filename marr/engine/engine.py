@@ -165,6 +165,7 @@ class Engine:
         self.stream_dtype = DTYPES[self.cfg.stream_dtype]
         self.gram_dtype = DTYPES[self.cfg.gram_dtype]
         self.counters = {"fp_block_forwards": 0, "q_block_forwards": 0, "solves": 0}
+        self._buffers: dict[str, torch.Tensor] = {}
         self.warm_alpha: dict[str, float] = {}
         self.fp_cache = None
         if fp_cache is not None:
@@ -192,19 +193,31 @@ class Engine:
         bs = self.cfg.batch_size
         return [slice(i, min(i + bs, n)) for i in range(0, n, bs)]
 
+    def buffer(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A CPU tensor reused from block to block (every block has the same shapes), so large
+        activations are allocated once instead of churning the allocator."""
+        held = self._buffers.get(name)
+        if held is None or tuple(held.shape) != tuple(shape):
+            held = self._buffers[name] = torch.empty(shape, dtype=self.stream_dtype)
+        return held
+
     def run_block(self, block: nn.Module, stream: torch.Tensor, kwargs: dict,
                   capture: dict[str, nn.Module] | None = None, stop_at: nn.Module | None = None,
                   counter: str = "q_block_forwards",
                   consume: Callable[[str, slice, torch.Tensor], None] | None = None,
-                  reuse: "SubmoduleCache | None" = None,
-                  ) -> tuple[torch.Tensor | None, dict[str, list[torch.Tensor]]]:
+                  reuse: "SubmoduleCache | None" = None, out_name: str | None = None,
+                  ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Run ``block`` over the stream in batches; capture inputs of the named modules.
 
         Captured inputs go to ``consume(key, batch_slice, x)`` when given (nothing is kept),
-        else they are kept on CPU as one tensor per batch. With ``stop_at`` the pass ends as soon
-        as that module's input is captured and no output is produced.
+        else into reused CPU buffers (n × … × d_in). With ``stop_at`` the pass ends as soon as that
+        module's input is captured and no output is produced; else the output goes to the reused
+        buffer ``out_name`` (or a new tensor).
         """
-        captured: dict[str, list[torch.Tensor]] = {k: [] for k in (capture or {})}
+        captured: dict[str, torch.Tensor] = {}
+        if consume is None:
+            for key, module in (capture or {}).items():
+                captured[key] = self.buffer(f"in.{key}", (*stream.shape[:-1], module.in_features))
         current: list[slice] = []
         handles = []
         for key, module in (capture or {}).items():
@@ -213,11 +226,13 @@ class Engine:
                 if consume is not None:
                     consume(key, current[-1], x)
                 else:
-                    captured[key].append(x.to("cpu", self.stream_dtype))
+                    captured[key][current[-1]] = x.to("cpu", self.stream_dtype)
                 if mod is stop_at:
                     raise StopForward
             handles.append(module.register_forward_pre_hook(hook))
-        output = None if stop_at is not None else torch.empty(stream.shape, dtype=self.stream_dtype)
+        output = None
+        if stop_at is None:
+            output = self.buffer(out_name, stream.shape) if out_name else torch.empty(stream.shape, dtype=self.stream_dtype)
         dtype = next(block.parameters()).dtype
         self.counters[counter] += 1
         if reuse is not None:
@@ -305,8 +320,8 @@ class Engine:
                 fp_block = copy.deepcopy(block)
                 fp_out, captured = self.run_block(fp_block, fp_stream, kwargs,
                                                   {k: fp_block.get_submodule(k) for k in keys},
-                                                  counter="fp_block_forwards")
-                fp_inputs = dict(captured)  # one CPU tensor per batch, aligned with self.batches
+                                                  counter="fp_block_forwards", out_name=f"fp_out.{index % 2}")
+                fp_inputs = dict(captured)  # reused CPU buffers, overwritten by the next block
                 del fp_block
 
         tensors: dict[str, torch.Tensor] = {}
@@ -326,7 +341,7 @@ class Engine:
                 def consume(_key, sl, xq, stats=stats, fp_batches=fp_batches):
                     x = None
                     if fp_batches is not None:
-                        x = fp_batches[sl] if isinstance(fp_batches, torch.Tensor) else fp_batches[sl.start // self.cfg.batch_size]
+                        x = fp_batches[sl]
                     stats.add(sl, xq, x)
 
                 self.run_block(block, q_stream, kwargs, {key: first}, stop_at=first, consume=consume, reuse=reuse)
@@ -364,7 +379,7 @@ class Engine:
                 if trigger in group:
                     reuse.start(sub)
 
-        q_out, _ = self.run_block(block, q_stream, kwargs, reuse=reuse)
+        q_out, _ = self.run_block(block, q_stream, kwargs, reuse=reuse, out_name=f"q_out.{index % 2}")
         self.blocks[index].to("cpu")
         return fp_out, q_out, tensors, records
 

@@ -19,9 +19,9 @@ from marr.adapters import adapter_for
 from marr.engine.config import EngineConfig
 from marr.engine.engine import DTYPES, Engine
 from marr.engine.config import MethodConfig
-from marr.engine.store import block_file, group_key, read_block
+from marr.engine.store import block_file, group_key, read_block, write_block
 from marr.grams import GramAccumulator
-from marr.io import DirectoryLock, save_tensors, write_json
+from marr.io import DirectoryLock, write_json
 
 log = logging.getLogger("marr.engine.hessians")
 
@@ -49,8 +49,8 @@ def compute_fp_statistics(model: nn.Module, calibration: torch.Tensor, out_dir: 
         if manifest_path.exists():
             import json
             found = json.loads(manifest_path.read_text())
-            found.pop("complete", None)
-            found.pop("shapes", None)
+            for key in ("complete", "shapes", "seconds"):  # results of a finished run, not its setup
+                found.pop(key, None)
             if found != manifest:
                 write_json(manifest_path, manifest)  # a different setup: start over
                 for index in range(len(blocks)):
@@ -68,20 +68,20 @@ def compute_fp_statistics(model: nn.Module, calibration: torch.Tensor, out_dir: 
             keys = [group_key(g) for g in groups]
             existing = read_block(block_file(out_dir, index))
             out, captured = runner.run_block(block, stream, block_kwargs, {k: block.get_submodule(k) for k in keys},
-                                             counter="fp_block_forwards")
+                                             counter="fp_block_forwards", out_name=f"out.{index % 2}")
             if existing is None:
                 tensors = {}
                 for k in keys:
-                    x = torch.cat(captured[k])
+                    x = captured[k]
                     acc = GramAccumulator(x.shape[-1], dtype=DTYPES[cfg.gram_dtype], drift=False, fp=False)
                     for sl in runner.batches(x.shape[0]):
                         acc.add(x[sl])
                     tensors[f"G.{k}"] = acc.H
                     if cache_activations:
                         tensors[f"X.{k}"] = x.to(act_dtype)
-                save_tensors(block_file(out_dir, index), tensors, {"block": str(index), "complete": "1"})
+                write_block(block_file(out_dir, index), tensors, {"block": str(index)})
             for k in keys:
-                shapes[f"{index}.{k}"] = list(captured[k][0].shape[-1:])
+                shapes[f"{index}.{k}"] = list(captured[k].shape[-1:])
             block.to("cpu")
             stream = out
             log.info("FP statistics: block %d/%d | %d groups | %.1f s", index + 1, len(blocks), len(keys),

@@ -20,6 +20,7 @@ A file that does not load (truncated, corrupted) counts as absent and is recompu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -27,7 +28,6 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from marr.io import DirectoryLock, save_tensors, write_json
 
@@ -43,8 +43,23 @@ def group_key(group: tuple[str, ...] | list[str]) -> str:
     return group[0]
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes (safetensors itself stores no checksum)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def write_block(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a block file atomically, with a content checksum and a completion mark."""
+    save_tensors(path, tensors, {**(metadata or {}), "sha256": tensors_digest(tensors), "complete": "1"})
+
+
 def read_block(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
-    """Tensors and metadata of a block file, or None if it is missing or unreadable."""
+    """Tensors and metadata of a block file, or None if it is missing, unreadable or corrupted."""
     if not path.exists():
         return None
     try:
@@ -53,6 +68,8 @@ def read_block(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | N
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         if metadata.get("complete") != "1":
             raise ValueError("missing completion mark")
+        if tensors_digest(tensors) != metadata.get("sha256"):
+            raise ValueError("content checksum mismatch")
         return tensors, metadata
     except Exception as exc:  # truncated or corrupted: never silently used
         log.warning("%s is unreadable (%s): it will be recomputed", path, exc)
@@ -128,14 +145,13 @@ class RunStore:
         return done
 
     def save_block(self, index: int, tensors: dict[str, torch.Tensor], records: list[dict]) -> None:
-        save_tensors(block_file(self.root, index), tensors,
-                     {"records": json.dumps(records), "block": str(index), "complete": "1"})
+        write_block(block_file(self.root, index), tensors, {"records": json.dumps(records), "block": str(index)})
 
     def save_streams(self, index: int, fp: torch.Tensor | None, q: torch.Tensor) -> None:
         tensors = {"q": q}
         if fp is not None:
             tensors["fp"] = fp
-        save_tensors(self.root / f"streams_{index % 2}.safetensors", tensors, {"block": str(index), "complete": "1"})
+        write_block(self.root / f"streams_{index % 2}.safetensors", tensors, {"block": str(index)})
 
     def load_streams(self, index: int) -> tuple[torch.Tensor | None, torch.Tensor] | None:
         found = read_block(self.root / f"streams_{index % 2}.safetensors")
