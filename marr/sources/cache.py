@@ -9,18 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from marr.io import atomic_path, publish_mode  # noqa: F401  (atomic_path is re-exported)
+
 CACHE_ENV = "MARR_CACHE"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _publish_mode(path: Path, mode: int) -> None:
-    """mkstemp/mkdtemp create private (0600/0700) entries; give the final ones normal modes."""
-    os.chmod(path, mode & ~_umask())
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -47,7 +40,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
-        _publish_mode(tmp, 0o777)
+        publish_mode(tmp, 0o777)
         try:
             os.replace(tmp, final)
         except OSError:
@@ -69,7 +62,7 @@ def atomic_file(final: str | os.PathLike, mode: str = "wb") -> Iterator:
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
-        _publish_mode(Path(tmp), 0o666)
+        publish_mode(Path(tmp), 0o666)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -77,18 +70,3 @@ def atomic_file(final: str | os.PathLike, mode: str = "wb") -> Iterator:
         raise
 
 
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling path (not created) for libraries that write by path."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", suffix=final.suffix, dir=final.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        _publish_mode(Path(tmp), 0o666)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
