@@ -16,7 +16,6 @@ import logging
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from bench.report import RESULTS, write_table
 

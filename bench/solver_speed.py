@@ -14,7 +14,7 @@ import time
 import torch
 
 from bench.report import write_table
-from marr import PidConfig, QuantSpec, gptq_solve, search_alpha
+from marr import QuantSpec, gptq_solve, search_alpha
 
 SHAPES = [(576, 576), (1536, 576), (4096, 4096), (11008, 4096)]
 

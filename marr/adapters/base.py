@@ -8,8 +8,6 @@ generically by hooking every block during one forward pass, so most adapters are
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 
@@ -107,5 +105,3 @@ def adapter_for(model: nn.Module) -> Adapter:
         f"unsupported architecture {type(model).__name__}; supported: {'; '.join(supported())}"
     )
 
-
-Hook = Callable[..., None]

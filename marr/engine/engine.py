@@ -16,8 +16,10 @@ Only the current block lives on the compute device; streams stay on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -406,7 +408,7 @@ class Engine:
         store = RunStore(self.out_dir, self.manifest()) if self.out_dir else None
         states: dict[str, QuantResult] = {}
         all_records: list[dict] = []
-        with store if store else _nullcontext():
+        with store if store else contextlib.nullcontext():
             start = 0
             fp_stream = q_stream = None
             if store:
@@ -438,8 +440,6 @@ class Engine:
 
     def restore_block(self, index: int, tensors: dict, metadata: dict, states: dict, all_records: list) -> None:
         """Write a finished block's saved weights into the model (bit-identical to the original run)."""
-        import json
-
         records = json.loads(metadata["records"])
         block = self.blocks[index]
         for rec in records:
@@ -459,14 +459,6 @@ class Engine:
             j = "" if r["j_rel"] is None else f" J={r['j_rel']:.2e}"
             parts.append(f"{r['module'].split('.')[-1]}{alpha}{j}")
         log.info("block %d/%d | %s | %.1f s", index + 1, n_blocks, " | ".join(parts), seconds)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None
 
 
 def quantize_model(model: nn.Module, calibration: torch.Tensor, method: MethodConfig,

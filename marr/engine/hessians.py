@@ -7,6 +7,7 @@ them runs no FP forward pass at all. Without them it recomputes the FP stream it
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -47,7 +48,6 @@ def compute_fp_statistics(model: nn.Module, calibration: torch.Tensor, out_dir: 
     with DirectoryLock(out_dir):
         manifest_path = out_dir / "manifest.json"
         if manifest_path.exists():
-            import json
             found = json.loads(manifest_path.read_text())
             for key in ("complete", "shapes", "seconds"):  # results of a finished run, not its setup
                 found.pop(key, None)
