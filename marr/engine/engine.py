@@ -302,8 +302,6 @@ class Engine:
         groups = self.module_names(block)
         cached = self.fp_cache.block(index) if self.fp_cache is not None else None
         need_fp = m.needs_drift or self.cfg.report_error
-        if m.method == "rtn" and not self.cfg.report_error:
-            need_fp = False
         n = q_stream.shape[0]
         holdout_from = n - max(1, int(round(n * m.holdout_fraction))) if m.feedback == "holdout" and m.method == "marr" else n
 
@@ -351,8 +349,9 @@ class Engine:
                 for acc in (stats.solve, stats.holdout):
                     if acc is not None:
                         acc.check_finite(f"block {index} group {key}: ")
+                full = stats.full()
                 if self.cfg.save_grams:
-                    H_full, D_full, _ = stats.full()
+                    H_full, D_full, _ = full
                     tensors[f"grams.{key}.H"] = H_full.to(torch.float32)
                     if D_full is not None:
                         tensors[f"grams.{key}.D"] = D_full.to(torch.float32)
@@ -369,8 +368,8 @@ class Engine:
                     raise type(exc)(f"block {index} module {name}: {exc}") from exc
                 module.weight.data.copy_(result.weight.to(module.weight.dtype))
                 j_rel = None
-                if stats is not None and stats.full()[2] is not None and stats.full()[1] is not None:
-                    j_rel = ErrorModel.build(W, *stats.full()).relative(result.weight)
+                if stats is not None and full[1] is not None and full[2] is not None:
+                    j_rel = ErrorModel.build(W, *full).relative(result.weight)
                 record.update(block=index, module=name, name=f"{self.adapter.blocks_path}.{index}.{name}",
                               j_rel=j_rel, seconds=time.perf_counter() - t1, forward_seconds=forward_seconds,
                               d_out=W.shape[0], d_in=W.shape[1])
