@@ -72,7 +72,8 @@ class MethodConfig:
     consecutive runs of ``group_size`` columns and the last group is shorter (d_in mod group_size
     columns), GPTQ's policy; a group size larger than d_in gives a single group.
     alpha: the fixed α of gptaq/qep and of marr with search=fixed.
-    search: pid | grid | fixed (marr only). feedback: judge J on the calibration Grams or on a held-out slice.
+    search: pid | grid | fixed (marr only). feedback: judge J on a held-out slice of the calibration
+    windows (default; solving and judging on the same tokens rewards over-correction) or on all of them.
     """
 
     method: str = "marr"
@@ -87,7 +88,7 @@ class MethodConfig:
     alpha: float = 0.25
     search: str = "pid"
     grid: tuple[float, ...] = DEFAULT_GRID
-    feedback: str = "calibration"
+    feedback: str = "holdout"
     holdout_fraction: float = 0.25
     warm_start: bool = True
     pid: PidConfig = field(default_factory=PidConfig)
