@@ -294,8 +294,10 @@ class Engine:
 
     # ------------------------------------------------------------------- block
     def quantize_block(self, index: int, fp_stream: torch.Tensor | None, q_stream: torch.Tensor,
-                       kwargs: dict) -> tuple[torch.Tensor | None, torch.Tensor, dict, list[dict]]:
-        """Quantize block ``index``; return (FP stream out, Q stream out, tensors to save, records)."""
+                       kwargs: dict, states: dict[str, QuantResult]
+                       ) -> tuple[torch.Tensor | None, torch.Tensor, dict, list[dict]]:
+        """Quantize block ``index`` (results added to ``states`` by full module name); return
+        (FP stream out, Q stream out, tensors to save, records)."""
         m = self.method
         block = self.blocks[index].to(self.cfg.device)
         kwargs = _to(kwargs, self.cfg.device)
@@ -375,6 +377,7 @@ class Engine:
                               d_out=W.shape[0], d_in=W.shape[1])
                 forward_seconds = 0.0
                 records.append(record)
+                states[record["name"]] = result
                 tensors.update(result.state_dict(prefix=f"{name}."))
             for sub, trigger in self.adapter.reusable.items():
                 if trigger in group:
@@ -423,10 +426,9 @@ class Engine:
                 fp_stream = q_stream.clone()
             for index in range(start, n_blocks):
                 t0 = time.perf_counter()
-                fp_out, q_out, tensors, records = self.quantize_block(index, fp_stream, q_stream, kwargs[index])
+                fp_out, q_out, tensors, records = self.quantize_block(index, fp_stream, q_stream, kwargs[index],
+                                                                      states)
                 fp_stream, q_stream = fp_out, q_out
-                for rec in records:
-                    states[rec["name"]] = QuantResult.from_state_dict(tensors, self.method.spec, prefix=f"{rec['module']}.")
                 all_records.extend(records)
                 if store:
                     store.save_streams(index, fp_stream, q_stream)
