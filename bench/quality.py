@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench.report import RESULTS, write_table
 
@@ -34,29 +36,83 @@ METHODS = {
     "gptaq": {"method": "gptaq", "alpha": 0.25},
     "qep": {"method": "qep", "alpha": 0.5},
     "marr": {"method": "marr", "search": "pid"},
-    "marr-holdout": {"method": "marr", "search": "pid", "feedback": "holdout"},
-    "marr-grid": {"method": "marr", "search": "grid", "grid": [round(0.1 * i, 1) for i in range(11)]},
+    "marr-calib": {"method": "marr", "search": "pid", "feedback": "calibration"},
+    # the oracle: every α of the grid per module; it also runs PID on the same statistics so the
+    # records hold both searches' J module by module (its wall time includes those extra solves)
+    "marr-grid": {"method": "marr", "search": "grid", "grid": [round(0.1 * i, 1) for i in range(11)],
+                  "compare_pid": True},
     **{f"gptaq-{a}": {"method": "gptaq", "alpha": a} for a in (0.0, 0.5, 0.75, 1.0)},
 }
+
+# the production peer (bench.peer_gptqmodel), same model, windows and test tokens
+PEERS = {
+    "gptqmodel-gptq": {"alpha": None},
+    "gptqmodel-gptaq": {"alpha": 0.25},
+}
+
+
+def run_all(jobs: list[tuple], n_parallel: int, fresh: bool, threads: int | None = None) -> list[dict]:
+    """Run the (model, setting, method) subprocesses, ``n_parallel`` at a time; collect their rows.
+
+    A run whose result JSON already exists is reused unless ``fresh`` (results are deterministic
+    for a given calibration hash and thread count; the row keeps the conditions it was timed in).
+    """
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, n_parallel))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    pending = [j for j in jobs if fresh or not j[3].exists()]
+    running: list[tuple[tuple, subprocess.Popen, float]] = []
+    failed: dict[Path, str] = {}
+    while pending or running:
+        while pending and len(running) < n_parallel:
+            job = pending.pop(0)
+            log.info("running %s", " ".join(job[4][2:]))
+            running.append((job, subprocess.Popen(job[4], env=env), time.perf_counter()))
+        time.sleep(1.0)
+        for item in list(running):
+            job, proc, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                failed[job[3]] = f"exit {proc.returncode}"
+                log.error("%s failed with exit %d", job[3].name, proc.returncode)
+                continue
+            result = json.loads(job[3].read_text())
+            result["process_seconds"] = round(time.perf_counter() - t0, 1)
+            job[3].write_text(json.dumps(result, indent=2))
+            print(json.dumps(result), flush=True)
+    rows = []
+    for model, setting, method, out, _ in jobs:
+        if out in failed or not out.exists():
+            rows.append({"model": model, "setting": setting, "method": method,
+                         "error": failed.get(out, "no result")})
+        else:
+            rows.append(json.loads(out.read_text()))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="smollm2-135m")
     parser.add_argument("--settings", default="w3g128", help=f"comma list of {', '.join(SETTINGS)}")
-    parser.add_argument("--methods", default="fp,rtn,gptq,gptaq,marr", help=f"comma list of fp, {', '.join(METHODS)}")
+    parser.add_argument("--methods", default="fp,rtn,gptq,gptaq,marr", help=f"comma list of fp, {', '.join([*METHODS, *PEERS])}")
     parser.add_argument("--calib-windows", type=int, default=128)
     parser.add_argument("--calib-len", type=int, default=512)
     parser.add_argument("--eval-len", type=int, default=512)
     parser.add_argument("--eval-windows", type=int, default=None, help="score only the first N test windows")
     parser.add_argument("--name", default="quality")
     parser.add_argument("--extra", default="{}", help="JSON merged into every method config")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once; each gets cpus/jobs torch threads (its row records threads and load)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default cpus/jobs)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="rerun everything; by default a run whose result file exists is reused")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     runs_dir = RESULTS / "runs" / args.name
     runs_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    jobs = []
     for model in args.models.split(","):
         for setting in args.settings.split(","):
             for method in args.methods.split(","):
@@ -69,16 +125,8 @@ def main() -> None:
                        "--extra", args.extra]
                 if args.eval_windows:
                     cmd += ["--eval-windows", str(args.eval_windows)]
-                t0 = time.perf_counter()
-                log.info("running %s", " ".join(cmd[2:]))
-                proc = subprocess.run(cmd)
-                if proc.returncode != 0:
-                    rows.append({"model": model, "setting": setting, "method": method, "error": f"exit {proc.returncode}"})
-                    continue
-                result = json.loads(out.read_text())
-                result["process_seconds"] = round(time.perf_counter() - t0, 1)
-                rows.append(result)
-                print(json.dumps(result), flush=True)
+                jobs.append((model, setting, method, out, cmd))
+    rows = run_all(jobs, args.jobs, args.fresh, args.threads)
     settings = {"calibration": f"{args.calib_windows} x {args.calib_len} tokens, wiki calibration split, seed 0",
                 "evaluation": f"wiki test split, {args.eval_len}-token windows"
                               + (f", first {args.eval_windows} windows" if args.eval_windows else ""),

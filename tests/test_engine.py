@@ -155,3 +155,24 @@ def test_rtn_without_error_report_runs_no_forward_for_groups():
                          engine=EngineConfig(report_error=False))
     assert run.counters["fp_block_forwards"] == 0
     assert run.records["j_rel"].isna().all() and len(run.records) == 14
+
+
+def test_compare_pid_records_pid_next_to_the_grid_without_changing_the_result():
+    """compare_pid runs PID on the grid's own statistics: the weights stay the grid's, and on the
+    same judge the grid's best α (the oracle over its points) bounds what PID's records can claim."""
+    calib = tiny_calibration("llama", n=16)
+    grid = tuple(round(0.1 * i, 1) for i in range(11))
+    plain, audited = tiny_model("llama"), tiny_model("llama")
+    run_plain = quantize_model(plain, calib, MethodConfig(method="marr", search="grid", grid=grid))
+    run_audit = quantize_model(audited, calib, MethodConfig(method="marr", search="grid", grid=grid, compare_pid=True))
+    for name, state in run_plain.states.items():
+        assert torch.equal(state.weight, run_audit.states[name].weight), name
+    rec = run_audit.records
+    assert rec["pid_j_rel"].notna().all() and (rec["pid_solves"] >= 2).all()
+    # the grid's J is the minimum over its own trajectory
+    for traj, j in zip(rec["trajectory"], rec["j_search_rel"]):
+        assert j == pytest.approx(min(e for _, _, e in traj), rel=1e-12)
+    # PID may land between grid points (lower J) but keeps its best iterate: never above its start
+    ratio = rec["pid_j_rel"] / rec["j_search_rel"]
+    assert ratio.min() > 0.5 and ratio.median() < 1.05, ratio.describe()
+    assert "pid_alpha" not in run_plain.records

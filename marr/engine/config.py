@@ -72,7 +72,9 @@ class MethodConfig:
     consecutive runs of ``group_size`` columns and the last group is shorter (d_in mod group_size
     columns), GPTQ's policy; a group size larger than d_in gives a single group.
     alpha: the fixed α of gptaq/qep and of marr with search=fixed.
-    search: pid | grid | fixed (marr only). feedback: judge J on a held-out slice of the calibration
+    search: pid | grid | fixed (marr only). compare_pid: with search=grid, also run the PID search
+    on the same statistics and record its α, J and solves next to the grid's (the result stays the
+    grid's; costs PID's solves) — how close PID gets to the oracle, module by module. feedback: judge J on a held-out slice of the calibration
     windows (default; solving and judging on the same tokens rewards over-correction) or on all of them.
     """
 
@@ -91,6 +93,7 @@ class MethodConfig:
     feedback: str = "holdout"
     holdout_fraction: float = 0.25
     warm_start: bool = True
+    compare_pid: bool = False
     pid: PidConfig = field(default_factory=PidConfig)
 
     def __post_init__(self) -> None:

@@ -169,6 +169,7 @@ class Engine:
         self.counters = {"fp_block_forwards": 0, "q_block_forwards": 0, "solves": 0}
         self._buffers: dict[str, torch.Tensor] = {}
         self.warm_alpha: dict[str, float] = {}
+        self.shadow_alpha: dict[str, float] = {}   # compare_pid: the shadow PID's own warm starts
         self.fp_cache = None
         if fp_cache is not None:
             cache = fp_cache if isinstance(fp_cache, FpStatsCache) else FpStatsCache(fp_cache)
@@ -285,12 +286,25 @@ class Engine:
                                  alpha=m.alpha, holdout=holdout, **common)
             result = found.result
             self.warm_alpha[short] = found.alpha
-            record.update(alpha=found.alpha, solves=found.solves,
+            record.update(alpha=found.alpha, solves=found.solves, j_search_rel=found.relative_error,
                           trajectory=[(t, a, j / found.fp_energy if found.fp_energy > 0 else j)
                                       for t, a, j in found.trajectory])
+            if m.compare_pid and m.search == "grid":
+                record.update(self.shadow_pid(W, H, D, G, short, holdout, common))
         self.counters["solves"] += record["solves"]
         record["damp"] = result.damp
         return result, record
+
+    def shadow_pid(self, W, H, D, G, short: str, holdout, common: dict) -> dict:
+        """PID on the statistics the grid just searched (its own warm start); the result is discarded."""
+        t0 = time.perf_counter()
+        alpha0 = self.shadow_alpha.get(short) if self.method.warm_start else None
+        found = search_alpha(W, H, D, G, self.method.spec, method="pid", pid=self.method.pid, alpha0=alpha0,
+                             holdout=holdout, **common)
+        self.shadow_alpha[short] = found.alpha
+        self.counters["solves"] += found.solves
+        return {"pid_alpha": found.alpha, "pid_j_rel": found.relative_error, "pid_solves": found.solves,
+                "pid_seconds": time.perf_counter() - t0}
 
     # ------------------------------------------------------------------- block
     def quantize_block(self, index: int, fp_stream: torch.Tensor | None, q_stream: torch.Tensor,
