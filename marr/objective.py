@@ -5,7 +5,9 @@ G = XXᵀ (all with the same scaling):
 
     J(Q) = ‖W X − Q X̃‖² = tr(W G Wᵀ) − 2·tr(W (D + H) Qᵀ) + tr(Q H Qᵀ)
 
-since X X̃ᵀ = D + H. The relative error divides by tr(W G Wᵀ) = ‖W X‖².
+since X X̃ᵀ = D + H. The relative error divides by tr(W G Wᵀ) = ‖W X‖². G enters only through
+that one number, the energy of the module's FP output, so callers that see the FP outputs (the
+engine hooks them during the FP pass) pass ‖W X‖² instead of accumulating a third d_in × d_in Gram.
 """
 
 from __future__ import annotations
@@ -24,9 +26,14 @@ class ErrorModel:
     fp_energy: float  # tr(W G Wᵀ)
 
     @classmethod
-    def build(cls, W: torch.Tensor, H: torch.Tensor, D: torch.Tensor, G: torch.Tensor) -> "ErrorModel":
-        W, H, D, G = (t.detach().to(torch.float64) for t in (W, H, D, G))
-        return cls(H=H, WDH=W @ (D + H), fp_energy=float(((W @ G) * W).sum()))
+    def build(cls, W: torch.Tensor, H: torch.Tensor, D: torch.Tensor, G: "torch.Tensor | float") -> "ErrorModel":
+        """G: the FP Gram XXᵀ, or directly the FP output energy tr(W G Wᵀ) = ‖W X‖² as a number."""
+        W, H, D = (t.detach().to(torch.float64) for t in (W, H, D))
+        if isinstance(G, torch.Tensor) and G.dim() == 2:
+            fp_energy = float(((W @ G.detach().to(torch.float64)) * W).sum())
+        else:
+            fp_energy = float(G)
+        return cls(H=H, WDH=W @ (D + H), fp_energy=fp_energy)
 
     def __call__(self, Q: torch.Tensor) -> float:
         Q = Q.detach().to(torch.float64)

@@ -217,7 +217,7 @@ def search_alpha(
     W: torch.Tensor,
     H: torch.Tensor,
     D: torch.Tensor,
-    G: torch.Tensor,
+    G: "torch.Tensor | float",
     spec: QuantSpec,
     *,
     method: Literal["pid", "grid", "fixed"] = "pid",
@@ -235,7 +235,8 @@ def search_alpha(
 ) -> SearchResult:
     """Pick α for one module and return its quantized result.
 
-    H, D, G are the module's Grams on the solve data; ``holdout`` = (H, D, G) on a held-out slice
+    H, D, G are the module's Grams on the solve data (G may be just the number ‖W X‖², see
+    ``ErrorModel.build``); ``holdout`` = (H, D, G) on a held-out slice
     makes J judge on data the solver did not see (``feedback: holdout``).
     """
     prep = prepare(W, H, spec, D=D, damp=damp, act_order=act_order, static_groups=static_groups,

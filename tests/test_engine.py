@@ -105,8 +105,8 @@ def test_engine_grams_equal_hand_computed_grams(tmp_path):
     family = "llama"
     calib = tiny_calibration(family)
     fp_model, q_model = tiny_model(family), tiny_model(family)
-    quantize_model(q_model, calib, MethodConfig(method="gptaq", bits=3, group_size=32), out_dir=tmp_path / "run",
-                   engine=EngineConfig(gram_dtype="float64", batch_size=3))
+    run = quantize_model(q_model, calib, MethodConfig(method="gptaq", bits=3, group_size=32),
+                         out_dir=tmp_path / "run", engine=EngineConfig(gram_dtype="float64", batch_size=3))
     from safetensors.torch import load_file
 
     saved = load_file(str(block_file(tmp_path / "run", 1)))
@@ -124,6 +124,14 @@ def test_engine_grams_equal_hand_computed_grams(tmp_path):
         n = calib.shape[0]
         torch.testing.assert_close(saved[f"grams.{module}.H"].double(), 2 / n * Xq @ Xq.T, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(saved[f"grams.{module}.D"].double(), 2 / n * (X - Xq) @ Xq.T, rtol=1e-4, atol=1e-5)
+        # the recorded J_rel (Grams + the FP output energy hooked in the FP pass, no G) is the
+        # direct ‖W X − Q X̃‖² / ‖W X‖²
+        name = f"model.layers.1.{module}"
+        W = fp_model.get_submodule(name).weight.double()
+        Q = q_model.get_submodule(name).weight.double()
+        direct = ((W @ X - Q @ Xq).norm() ** 2 / (W @ X).norm() ** 2).item()
+        recorded = run.records.set_index("name").loc[name, "j_rel"]
+        assert recorded == pytest.approx(direct, rel=1e-4)
 
 
 def test_skip_patterns_leave_modules_in_full_precision():
@@ -176,3 +184,31 @@ def test_compare_pid_records_pid_next_to_the_grid_without_changing_the_result():
     ratio = rec["pid_j_rel"] / rec["j_search_rel"]
     assert ratio.min() > 0.5 and ratio.median() < 1.05, ratio.describe()
     assert "pid_alpha" not in run_plain.records
+
+
+@pytest.mark.parametrize("family", ["vit", "qwen2"])
+def test_recorded_error_is_direct_error_for_modules_with_bias(family):
+    """Linears with a bias (ViT qkv/fc1, Qwen2 q/k/v): the FP output energy drops the bias, so the
+    recorded J_rel is still ‖W X − Q X̃‖² / ‖W X‖² of the hooked inputs."""
+    calib = tiny_calibration(family)
+    fp_model, q_model = tiny_model(family), tiny_model(family)
+    run = quantize_model(q_model, calib, MethodConfig(method="gptaq", bits=3, group_size=32),
+                         engine=EngineConfig(gram_dtype="float64"))
+    checked = 0
+    for name in run.records["name"]:
+        module = fp_model.get_submodule(name)
+        if module.bias is None or ".1." not in name:
+            continue
+        inputs = []
+        for model in (fp_model, q_model):
+            box = []
+            handle = model.get_submodule(name).register_forward_pre_hook(lambda m, a, box=box: box.append(a[0]))
+            model_output(model, calib)
+            handle.remove()
+            inputs.append(box[0].reshape(-1, box[0].shape[-1]).double().T)
+        X, Xq = inputs
+        W, Q = module.weight.double(), q_model.get_submodule(name).weight.double()
+        direct = ((W @ X - Q @ Xq).norm() ** 2 / (W @ X).norm() ** 2).item()
+        assert run.records.set_index("name").loc[name, "j_rel"] == pytest.approx(direct, rel=1e-4), name
+        checked += 1
+    assert checked >= 1

@@ -7,8 +7,11 @@ One pass over the model, block by block, with two activation streams:
 
 For block l and each sequential group of linears (modules sharing an input): run the FP block on
 the FP stream (or read the cached FP statistics) to get the group's FP inputs X, run the partially
-quantized block on the Q stream up to that group to get X̃, accumulate H = X̃X̃ᵀ, D = (X − X̃)X̃ᵀ,
-G = XXᵀ, solve every module of the group and write Q back before the next group is collected.
+quantized block on the Q stream up to that group to get X̃, accumulate H = X̃X̃ᵀ and
+D = (X − X̃)X̃ᵀ, solve every module of the group and write Q back before the next group is
+collected. The FP pass also records each module's output energy ‖W X‖² (per sample, so the holdout
+slice has its own): that number is all the error J needs of the FP Gram G = XXᵀ, which is
+therefore never accumulated (a third of the Gram work).
 Then propagate both streams through block l and commit the block to disk.
 
 Only the current block lives on the compute device; streams stay on CPU.
@@ -58,11 +61,12 @@ class QuantizationRun:
 
 @dataclass
 class GroupStats:
-    """The Grams of one sequential group: on the solve data, and on the holdout slice if any."""
+    """The Grams of one sequential group (on the solve data, and on the holdout slice if any) and
+    the per-sample FP output energies ‖W x‖² of its modules, which stand in for the FP Gram G."""
 
     solve: GramAccumulator
     holdout: GramAccumulator | None = None
-    G_cached: torch.Tensor | None = None
+    energies: dict[str, torch.Tensor] | None = None  # module name -> (n_samples,) float64
     holdout_from: int = 1 << 62  # samples from this index on feed the holdout Grams
 
     def add(self, sl: slice, xq: torch.Tensor, x: torch.Tensor | None) -> None:
@@ -73,20 +77,27 @@ class GroupStats:
         if cut < sl.stop - sl.start:
             self.holdout.add(xq[cut:], None if x is None else x[cut:])
 
-    def grams(self, which: str = "solve") -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        acc = self.solve if which == "solve" else self.holdout
-        G = acc.G if acc.G is not None else self.G_cached
-        return acc.H, acc.D, G
+    def energy(self, name: str, samples: slice) -> float | None:
+        """tr(W G Wᵀ) over ``samples`` with the Grams' scaling (2/n per sequence)."""
+        if self.energies is None:
+            return None
+        e = self.energies[name][samples]
+        return 2.0 * float(e.sum()) / max(1, e.numel())
 
-    def full(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def grams(self, name: str, which: str = "solve") -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
+        """(H, D, ‖W X‖²) of module ``name`` on the solve data or on the holdout slice."""
+        acc = self.solve if which == "solve" else self.holdout
+        rows = slice(0, self.holdout_from) if which == "solve" else slice(self.holdout_from, None)
+        return acc.H, acc.D, self.energy(name, rows)
+
+    def full(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
         """Grams over all calibration samples (solve + holdout), for reporting J."""
-        H, D, G = self.grams("solve")
         if self.holdout is None:
-            return H, D, G
+            return self.grams(name, "solve")
         n1, n2 = self.solve.n, self.holdout.n
         mix = lambda a, b: None if a is None or b is None else (n1 * a + n2 * b) / (n1 + n2)  # noqa: E731
-        Hh, Dh, Gh = self.grams("holdout")
-        return mix(H, Hh), mix(D, Dh), mix(G, Gh)
+        (H, D, _), (Hh, Dh, _) = self.grams(name, "solve"), self.grams(name, "holdout")
+        return mix(H, Hh), mix(D, Dh), self.energy(name, slice(None))
 
 
 class SubmoduleCache:
@@ -209,13 +220,15 @@ class Engine:
                   counter: str = "q_block_forwards",
                   consume: Callable[[str, slice, torch.Tensor], None] | None = None,
                   reuse: "SubmoduleCache | None" = None, out_name: str | None = None,
+                  energies: dict[str, nn.Module] | None = None,
                   ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Run ``block`` over the stream in batches; capture inputs of the named modules.
 
         Captured inputs go to ``consume(key, batch_slice, x)`` when given (nothing is kept),
         else into reused CPU buffers (n × … × d_in). With ``stop_at`` the pass ends as soon as that
         module's input is captured and no output is produced; else the output goes to the reused
-        buffer ``out_name`` (or a new tensor).
+        buffer ``out_name`` (or a new tensor). ``energies`` (name → linear) also records, per
+        sample, the output energy ‖W x‖² summed over tokens (bias removed) as ``E.<name>``.
         """
         captured: dict[str, torch.Tensor] = {}
         if consume is None:
@@ -233,6 +246,13 @@ class Engine:
                 if mod is stop_at:
                     raise StopForward
             handles.append(module.register_forward_pre_hook(hook))
+        for name, module in (energies or {}).items():
+            captured[f"E.{name}"] = torch.zeros(stream.shape[0], dtype=torch.float64)
+
+            def energy_hook(mod, args, out, sink=captured[f"E.{name}"]):
+                y = out.detach() if mod.bias is None else out.detach() - mod.bias
+                sink[current[-1]] = y.reshape(y.shape[0], -1).float().pow(2).sum(1, dtype=torch.float64).cpu()
+            handles.append(module.register_forward_hook(energy_hook))
         output = None
         if stop_at is None:
             output = self.buffer(out_name, stream.shape) if out_name else torch.empty(stream.shape, dtype=self.stream_dtype)
@@ -266,7 +286,7 @@ class Engine:
     def solve_module(self, W: torch.Tensor, short: str, stats: GroupStats) -> tuple[QuantResult, dict]:
         m, spec = self.method, self.method.spec
         common = dict(damp=m.damp, act_order=m.act_order, static_groups=m.static_groups, block_size=m.block_size)
-        H, D, G = stats.grams("solve") if stats is not None else (None, None, None)
+        H, D, G = stats.grams(short, "solve") if stats is not None else (None, None, None)
         record: dict[str, Any] = {"alpha": None, "solves": 1, "trajectory": []}
         if m.method == "rtn":
             result = rtn_quantize(W, spec)
@@ -280,7 +300,7 @@ class Engine:
             result = qep_solve(W, H, D, spec, alpha=m.alpha, **common)
             record["alpha"] = m.alpha
         else:  # marr
-            holdout = stats.grams("holdout") if m.feedback == "holdout" else None
+            holdout = stats.grams(short, "holdout") if m.feedback == "holdout" else None
             alpha0 = self.warm_alpha.get(short) if m.warm_start else None
             found = search_alpha(W, H, D, G, spec, method=m.search, pid=m.pid, alpha0=alpha0, grid=m.grid,
                                  alpha=m.alpha, holdout=holdout, **common)
@@ -324,10 +344,13 @@ class Engine:
         # FP inputs of every group (and the FP block output): from the cache, or one FP block pass
         fp_inputs: dict[str, torch.Tensor] = {}
         fp_out = None
+        fp_energies: dict[str, torch.Tensor] = {}
         if need_fp:
             keys = [group_key(g) for g in groups]
-            if cached is not None and all(f"X.{k}" in cached for k in keys):
+            names = [name for g in groups for name in g]
+            if cached is not None and all(f"X.{k}" in cached for k in keys) and all(f"E.{x}" in cached for x in names):
                 fp_inputs = {k: cached[f"X.{k}"] for k in keys}
+                fp_energies = {x: cached[f"E.{x}"] for x in names}
             else:
                 if fp_stream is None:
                     raise RuntimeError(
@@ -336,8 +359,10 @@ class Engine:
                 fp_block = copy.deepcopy(block)
                 fp_out, captured = self.run_block(fp_block, fp_stream, kwargs,
                                                   {k: fp_block.get_submodule(k) for k in keys},
-                                                  counter="fp_block_forwards", out_name=f"fp_out.{index % 2}")
-                fp_inputs = dict(captured)  # reused CPU buffers, overwritten by the next block
+                                                  counter="fp_block_forwards", out_name=f"fp_out.{index % 2}",
+                                                  energies={x: fp_block.get_submodule(x) for x in names})
+                fp_inputs = {k: captured[k] for k in keys}  # reused CPU buffers, overwritten by the next block
+                fp_energies = {x: captured[f"E.{x}"] for x in names}
                 del fp_block
 
         tensors: dict[str, torch.Tensor] = {}
@@ -351,7 +376,8 @@ class Engine:
             if m.method == "rtn" and not need_fp:
                 stats = None
             else:
-                stats = self.new_group_stats(first.in_features, key in fp_inputs, holdout_from, n, cached, key)
+                stats = self.new_group_stats(first.in_features, key in fp_inputs, holdout_from, n,
+                                             {x: fp_energies[x] for x in group} if key in fp_inputs else None)
                 fp_batches = fp_inputs.get(key)
 
                 def consume(_key, sl, xq, stats=stats, fp_batches=fp_batches):
@@ -365,9 +391,8 @@ class Engine:
                 for acc in (stats.solve, stats.holdout):
                     if acc is not None:
                         acc.check_finite(f"block {index} group {key}: ")
-                full = stats.full()
                 if self.cfg.save_grams:
-                    H_full, D_full, _ = full
+                    H_full, D_full, _ = stats.full(group[0])
                     tensors[f"grams.{key}.H"] = H_full.to(torch.float32)
                     if D_full is not None:
                         tensors[f"grams.{key}.D"] = D_full.to(torch.float32)
@@ -384,7 +409,8 @@ class Engine:
                     raise type(exc)(f"block {index} module {name}: {exc}") from exc
                 module.weight.data.copy_(result.weight.to(module.weight.dtype))
                 j_rel = None
-                if stats is not None and full[1] is not None and full[2] is not None:
+                full = stats.full(name) if stats is not None else (None, None, None)
+                if full[1] is not None and full[2] is not None:
                     j_rel = ErrorModel.build(W, *full).relative(result.weight)
                 record.update(block=index, module=name, name=f"{self.adapter.blocks_path}.{index}.{name}",
                               j_rel=j_rel, seconds=time.perf_counter() - t1, forward_seconds=forward_seconds,
@@ -401,15 +427,12 @@ class Engine:
         self.blocks[index].to("cpu")
         return fp_out, q_out, tensors, records
 
-    def new_group_stats(self, d_in: int, drift: bool, holdout_from: int, n: int, cached: dict | None,
-                        key: str) -> GroupStats:
+    def new_group_stats(self, d_in: int, drift: bool, holdout_from: int, n: int,
+                        energies: dict[str, torch.Tensor] | None) -> GroupStats:
         """Empty Gram accumulators for one group (a holdout pair when feedback is holdout)."""
-        G_cached = cached.get(f"G.{key}") if cached is not None else None
-        use_cached_G = G_cached is not None and holdout_from == n
         make = lambda: GramAccumulator(d_in, dtype=self.gram_dtype, device=self.cfg.device,  # noqa: E731
-                                       drift=drift, fp=drift and not use_cached_G)
-        return GroupStats(make(), make() if holdout_from < n else None,
-                          G_cached.to(self.cfg.device, self.gram_dtype) if use_cached_G else None, holdout_from)
+                                       drift=drift, fp=False)
+        return GroupStats(make(), make() if holdout_from < n else None, energies, holdout_from)
 
     # --------------------------------------------------------------------- run
     def manifest(self) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The FP statistics step: one pass of the full-precision model, reused by every config.
 
-Per block it stores the G Grams of every sequential group and, with ``cache_activations``, the FP
-inputs X of every group (what the drift Gram D = (X − X̃)X̃ᵀ needs): a reconstruction that finds
-them runs no FP forward pass at all. Without them it recomputes the FP stream itself.
+Per block it stores every module's per-sample FP output energy ‖W x‖² (the only part of the FP
+Gram G = XXᵀ that the error J needs, so J_rel is reported against it) and, with
+``cache_activations``, the FP inputs X of every group (what the drift Gram D = (X − X̃)X̃ᵀ needs):
+a reconstruction that finds them runs no FP forward pass at all. Without them it recomputes the FP
+stream itself.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from marr.engine.config import EngineConfig
 from marr.engine.engine import DTYPES, Engine
 from marr.engine.config import MethodConfig
 from marr.engine.store import block_file, group_key, read_block, write_block
-from marr.grams import GramAccumulator
 from marr.io import DirectoryLock, write_json
 
 log = logging.getLogger("marr.engine.hessians")
@@ -41,7 +42,7 @@ def compute_fp_statistics(model: nn.Module, calibration: torch.Tensor, out_dir: 
         "n_blocks": len(blocks), "calibration_shape": list(calibration.shape),
         "gram_dtype": cfg.gram_dtype, "cache_activations": cache_activations,
         "activation_dtype": activation_dtype if cache_activations else None, "skip": list(cfg.skip),
-        "marr_version": marr.__version__,
+        "marr_version": marr.__version__, "format": 2,  # 2: per-module output energies E.<module>, no G
     }
     act_dtype = DTYPES[activation_dtype]
     t_start = time.perf_counter()
@@ -67,18 +68,14 @@ def compute_fp_statistics(model: nn.Module, calibration: torch.Tensor, out_dir: 
             groups = runner.module_names(block)
             keys = [group_key(g) for g in groups]
             existing = read_block(block_file(out_dir, index))
+            names = [name for g in groups for name in g]
             out, captured = runner.run_block(block, stream, block_kwargs, {k: block.get_submodule(k) for k in keys},
-                                             counter="fp_block_forwards", out_name=f"out.{index % 2}")
+                                             counter="fp_block_forwards", out_name=f"out.{index % 2}",
+                                             energies={x: block.get_submodule(x) for x in names})
             if existing is None:
-                tensors = {}
-                for k in keys:
-                    x = captured[k]
-                    acc = GramAccumulator(x.shape[-1], dtype=DTYPES[cfg.gram_dtype], drift=False, fp=False)
-                    for sl in runner.batches(x.shape[0]):
-                        acc.add(x[sl])
-                    tensors[f"G.{k}"] = acc.H
-                    if cache_activations:
-                        tensors[f"X.{k}"] = x.to(act_dtype)
+                tensors = {f"E.{x}": captured[f"E.{x}"] for x in names}
+                if cache_activations:
+                    tensors.update({f"X.{k}": captured[k].to(act_dtype) for k in keys})
                 write_block(block_file(out_dir, index), tensors, {"block": str(index)})
             for k in keys:
                 shapes[f"{index}.{k}"] = list(captured[k].shape[-1:])

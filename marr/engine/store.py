@@ -3,8 +3,9 @@
 FP statistics (``hessians`` step), reused by every quantization config of a model:
 
     <dir>/manifest.json                 model id, calibration hash, dtypes, shapes, what is cached
-    <dir>/block_NNN.safetensors         G.<group> Grams; fp_input (FP block input) when
-                                        cache_activations; X.<group> (FP linear inputs) when cache_linear_inputs
+    <dir>/block_NNN.safetensors         E.<module> per-sample FP output energies ‖W x‖² (what J needs
+                                        of the FP Gram); X.<group> (FP inputs of every group) when
+                                        cache_activations
 
 Reconstruction run:
 
