@@ -129,6 +129,9 @@ def main() -> None:
         text = README.read_text()
         text = replace_block(text, "summary", table.to_markdown(index=False, floatfmt="g"))
         text = replace_block(text, "targets", pd.DataFrame(targets).to_markdown(index=False))
+        reference = RESULTS / "reference_eval.csv"
+        if reference.exists():
+            text = replace_block(text, "reference", pd.read_csv(reference).to_markdown(index=False, floatfmt="g"))
         README.write_text(text)
     print(pd.DataFrame(targets).to_markdown(index=False))
 
