@@ -9,16 +9,13 @@ forward on the same test tokens.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from marr.grid import QuantSpec
-from marr.packing import gptq_format
+from marr.packing import load_gptq_weights
 
 
 def quantize(model_folder: Path, windows: torch.Tensor, bits: int, group_size: int | None,
@@ -41,20 +38,5 @@ def quantize(model_folder: Path, windows: torch.Tensor, bits: int, group_size: i
 
 
 def load_into(model: torch.nn.Module, folder: Path) -> int:
-    """Decode a standard GPTQ checkpoint folder into ``model``'s nn.Linear weights; return how many."""
-    qc = json.loads((folder / "quantize_config.json").read_text())
-    fmt = qc.get("checkpoint_format", qc.get("format", "gptq"))
-    group = qc.get("group_size", -1)
-    spec = QuantSpec(int(qc["bits"]), None if group in (-1, None) else int(group), bool(qc.get("sym", True)))
-    tensors: dict[str, torch.Tensor] = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        tensors.update(load_file(str(file)))
-    n = 0
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and f"{name}.qweight" in tensors:
-            result = gptq_format.decode_module(name, tensors, spec, tuple(module.weight.shape), fmt)
-            module.weight.data.copy_(result.weight.to(module.weight.dtype))
-            n += 1
-    if n == 0:
-        raise ValueError(f"{folder}: no GPTQ modules matched the model's nn.Linear names")
-    return n
+    """Decode GPTQModel's checkpoint into ``model``'s nn.Linear weights; return how many."""
+    return len(load_gptq_weights(model, folder))

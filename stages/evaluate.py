@@ -74,7 +74,8 @@ def main() -> None:
         fp_loaded = load_local_model(args.model, mp) if mp["kind"] == "vit" else None
         unpack(folder, model=loaded.model)  # checks the SHA-256 manifest, loads fake-quantized weights
         size = checkpoint_size(folder)
-        metrics.update(size_mb=size["checkpoint_size_bytes"] / 1e6, bits_per_weight=size["bits_per_weight"])
+        metrics.update(size_mb=size["checkpoint_size_bytes"] / 1e6, bits_per_weight=size["bits_per_weight"],
+                       quantized_bits_per_weight=size["quantized_bits_per_weight"])
         recon = run_dir(args.model, args.config) / "reconstruct.json"
         if recon.exists():
             metrics.update(json.loads(recon.read_text()))

@@ -20,7 +20,7 @@ from stages.common import setup_logging
 log = logging.getLogger("stages.report")
 
 METRICS = ("ppl_wiki", "lm_eval_word_perplexity", "probe_top1", "probe_top1_fp", "feature_cosine",
-           "feature_rel_mse", "reconstruct_seconds", "peak_rss_gb", "size_mb", "bits_per_weight", "mean_j_rel",
+           "feature_rel_mse", "reconstruct_seconds", "peak_rss_gb", "size_mb", "bits_per_weight", "quantized_bits_per_weight", "mean_j_rel",
            "solves", "eval_tokens", "eval_images")
 
 

@@ -169,6 +169,11 @@ def test_checkpoint_size_counts_packed_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"bits": bits}}))
     size = checkpoint_size(tmp_path)
     assert size["n_weights"] == 2 * n_in * n_out + n_in
+    # packed modules only: codes + scales + zeros + g_idx bytes over the 2 · n_in · n_out weights
+    packed_bytes = (n_in * bits // 32 * n_out * 4 + 2 * n_out * 2 + 2 * n_out * bits // 32 * 4 + n_in * 4
+                    + n_out * n_in * 4 // 32 * 4 + 2 * n_out * 2 + 2 * 8)
+    assert size["quantized_bits_per_weight"] == pytest.approx(8 * packed_bytes / (2 * n_in * n_out))
+    assert size["bits_per_weight"] > size["quantized_bits_per_weight"]
 
 
 def test_flat_metrics_file(tmp_path):

@@ -13,6 +13,7 @@ from safetensors import safe_open
 from marr.grid import QuantSpec
 from marr.packing import (
     ManifestError,
+    load_gptq_weights,
     load_tensors,
     pack_bits,
     pack_compressed_tensors,
@@ -466,3 +467,24 @@ def test_inconsistent_inputs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="float16"):
         pack_gptq(model, states, tmp_path / "a", provenance=PROVENANCE)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("fmt", ["gptq", "gptq_v2"])
+def test_load_gptq_weights_reads_a_foreign_checkpoint(tmp_path, fmt):
+    """A GPTQ folder stripped of marr's provenance and manifest (what GPTQModel writes) still
+    dequantizes to exactly the packed weights; the non-quantized tensors are left alone."""
+    model = tiny_llama()
+    states = quantize_model(model, QuantSpec(bits=3, group_size=32, sym=False))
+    path = pack_gptq(model, states, tmp_path / "ckpt", provenance=PROVENANCE, checkpoint_format=fmt)
+    for extra in path.iterdir():
+        if extra.suffix == ".json" and extra.name not in ("quantize_config.json", "config.json"):
+            extra.unlink()
+    fresh = tiny_llama()
+    embed = fresh.model.embed_tokens.weight.clone()
+    loaded = load_gptq_weights(fresh, path)
+    assert loaded.keys() == states.keys()
+    for name, state in states.items():
+        assert torch.equal(fresh.get_submodule(name).weight, state.weight), name
+    assert torch.equal(fresh.model.embed_tokens.weight, embed)
+    with pytest.raises(ValueError, match="no GPTQ tensors"):
+        load_gptq_weights(torch.nn.Sequential(torch.nn.Linear(4, 4)), path)

@@ -31,6 +31,9 @@ def test_repro_produces_metrics_report_and_checkpoints(project):
     assert ppl.between(50, 1000).all(), ppl
     bpw = summary[(summary.metric == "bits_per_weight")].set_index("config")["value"]
     assert bpw["gptq-w3"] < 16 and bpw["marr-w3"] < 16
+    # the packed modules alone: 3-bit codes plus scales/zeros/g_idx of a 64-wide tiny model
+    qbpw = summary[(summary.metric == "quantized_bits_per_weight")].set_index("config")["value"]
+    assert qbpw["gptq-w3"] == qbpw["marr-w3"] and 3 < qbpw["gptq-w3"] < 5, qbpw
     top1 = summary[(summary.metric == "probe_top1")].set_index("config")["value"]
     assert 0.0 <= top1["marr-w4"] <= 1.0
     cos = summary[(summary.metric == "feature_cosine")]["value"]

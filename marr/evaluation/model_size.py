@@ -139,11 +139,42 @@ def logical_weight_count(folder: str | Path) -> int:
     return total
 
 
+def quantized_bits_per_weight(folder: str | Path) -> float | None:
+    """Bits per weight of the packed (quantized) modules alone: 8 · bytes of their codes, scales,
+    zero points and g_idx / the weights they encode — the number quantization papers quote
+    (≈ 3.25 for 3-bit group 128). None when the folder holds no packed module."""
+    folder = Path(folder)
+    bits = _quant_bits(folder)
+    if bits is None:
+        return None
+    packed_bytes = packed_weights = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        header = {k: v for k, v in _safetensors_header(path).items() if k != "__metadata__"}
+        nbytes = {name: info["data_offsets"][1] - info["data_offsets"][0] for name, info in header.items()}
+        for name, info in header.items():
+            if name.endswith(".qweight"):
+                prefix = name[: -len("qweight")]
+                packed_weights += info["shape"][0] * 32 // bits * info["shape"][1]
+            elif name.endswith(".weight_packed"):
+                prefix = name[: -len("weight_packed")]
+                if prefix + "weight_shape" in header:
+                    from safetensors import safe_open
+                    with safe_open(str(path), framework="pt") as handle:
+                        packed_weights += _numel(handle.get_tensor(prefix + "weight_shape").tolist())
+                else:
+                    packed_weights += info["shape"][0] * info["shape"][1] * 32 // bits
+            else:
+                continue
+            packed_bytes += nbytes[name] + sum(nbytes.get(prefix + suffix, 0) for suffix in _AUX_SUFFIXES)
+    return 8.0 * packed_bytes / packed_weights if packed_weights else None
+
+
 def checkpoint_size(folder: str | Path, n_weights: int | None = None) -> dict:
     """Bytes of the weight files in a checkpoint folder (*.safetensors, *.bin, *.pth, *.pt).
 
     Bits per weight = 8 · bytes / logical weights; the logical count is `n_weights` if given,
-    else read from safetensors headers (dense, GPTQ and compressed-tensors packed layouts).
+    else read from safetensors headers (dense, GPTQ and compressed-tensors packed layouts). That
+    counts the dense embeddings too; `quantized_bits_per_weight` covers the packed modules only.
     """
     folder = Path(folder)
     files = [p for ext in ("*.safetensors", "*.bin", "*.pth", "*.pt") for p in folder.glob(ext)]
@@ -153,4 +184,5 @@ def checkpoint_size(folder: str | Path, n_weights: int | None = None) -> dict:
     if n_weights is None:
         n_weights = logical_weight_count(folder)
     return {"checkpoint_size_bytes": int(size), "n_weights": int(n_weights),
-            "bits_per_weight": 8.0 * size / max(n_weights, 1)}
+            "bits_per_weight": 8.0 * size / max(n_weights, 1),
+            "quantized_bits_per_weight": quantized_bits_per_weight(folder)}

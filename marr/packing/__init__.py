@@ -10,10 +10,10 @@ from marr.packing.bitpack import pack_bits, packed_length, unpack_bits
 from marr.packing.manifest import MANIFEST_NAME, ManifestError, verify_manifest, write_manifest
 from marr.packing.pack import pack_compressed_tensors, pack_gptq
 from marr.packing.provenance import PROVENANCE_NAME, build_provenance, read_provenance
-from marr.packing.unpack import load_tensors, unpack
+from marr.packing.unpack import load_gptq_weights, load_tensors, unpack
 
 __all__ = [
-    "MANIFEST_NAME", "ManifestError", "PROVENANCE_NAME", "build_provenance", "load_tensors",
+    "MANIFEST_NAME", "ManifestError", "PROVENANCE_NAME", "build_provenance", "load_gptq_weights", "load_tensors",
     "pack_bits", "pack_compressed_tensors", "pack_gptq", "packed_length", "read_provenance",
     "unpack", "unpack_bits", "verify_manifest", "write_manifest",
 ]

@@ -19,6 +19,7 @@ from marr.packing.checkpoint import EXTRAS_FILE, INDEX_FILE, SINGLE_FILE
 from marr.packing.common import DTYPES, spec_from_record
 from marr.packing.manifest import verify_manifest
 from marr.packing.provenance import read_provenance
+from marr.grid import QuantSpec
 from marr.result import QuantResult
 
 
@@ -120,3 +121,26 @@ def unpack(
         states[name] = result
     _load_into(model, tensors, folder)
     return model.eval(), states
+
+
+def load_gptq_weights(model: torch.nn.Module, folder: str | Path) -> dict[str, QuantResult]:
+    """Dequantize any standard GPTQ checkpoint folder (``quantize_config.json`` + safetensors with
+    ``qweight/qzeros/scales/g_idx``, v1 or v2, e.g. one written by GPTQModel) into the matching
+    ``nn.Linear`` weights of ``model``, in float32 arithmetic. Needs no marr provenance, so a
+    third-party checkpoint is scored through exactly the same forward as ours."""
+    folder = Path(folder)
+    qc = json.loads((folder / "quantize_config.json").read_text())
+    fmt = qc.get("checkpoint_format", qc.get("format", "gptq"))
+    group = qc.get("group_size", -1)
+    spec = QuantSpec(int(qc["bits"]), None if group in (-1, None) else int(group), bool(qc.get("sym", True)))
+    tensors: dict[str, torch.Tensor] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(file))
+    states = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and f"{name}.qweight" in tensors:
+            states[name] = gptq_format.decode_module(name, tensors, spec, tuple(module.weight.shape), fmt)
+            module.weight.data.copy_(states[name].weight.to(module.weight.dtype))
+    if not states:
+        raise ValueError(f"{folder}: no GPTQ tensors match the model's nn.Linear names")
+    return states
