@@ -65,6 +65,8 @@ def run_all(jobs: list[tuple], n_parallel: int, fresh: bool, threads: int | None
     while pending or running:
         while pending and len(running) < n_parallel:
             job = pending.pop(0)
+            if not fresh and job[3].exists():  # finished meanwhile by another invocation
+                continue
             log.info("running %s", " ".join(job[4][2:]))
             running.append((job, subprocess.Popen(job[4], env=env), time.perf_counter()))
         time.sleep(1.0)

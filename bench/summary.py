@@ -23,7 +23,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 GLOBAL_ALPHAS = {"gptq": 0.0, "gptaq": 0.25, "gptaq-0.5": 0.5, "gptaq-0.75": 0.75, "gptaq-1.0": 1.0}
 COLUMNS = ["model", "setting", "method", "ppl", "top1", "feature_cosine", "reconstruct_seconds",
            "forward_seconds", "solve_seconds", "solves", "peak_rss_gb_reconstruct", "alpha_mean", "mean_j_rel",
-           "threads", "load_1m_start"]
+           "threads", "load_1m_start", "note"]
 
 
 def load_runs(names: list[str]) -> tuple[pd.DataFrame, dict[tuple, pd.DataFrame]]:

@@ -13,6 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from marr.data import load_calibration
 from marr.engine import EngineConfig, MethodConfig, quantize_model
 from marr.engine.store import ManifestMismatch
@@ -56,6 +58,9 @@ def main() -> None:
         "solves": int(run.records["solves"].sum()),
         "mean_j_rel": float(run.records["j_rel"].mean()) if run.records["j_rel"].notna().any() else None,
         **{f"count_{k}": v for k, v in run.counters.items()},
+        # low-bit GPTQ-family solutions depend chaotically on float summation order: the same run
+        # with another thread count rounds differently (see README, Reproducibility)
+        "torch_threads": torch.get_num_threads(),
     }
     write_json(out / "reconstruct.json", metrics)
     log.info("wrote %s: %d modules, %.1f s", out, len(records), seconds)
