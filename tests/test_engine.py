@@ -212,3 +212,21 @@ def test_recorded_error_is_direct_error_for_modules_with_bias(family):
         assert run.records.set_index("name").loc[name, "j_rel"] == pytest.approx(direct, rel=1e-4), name
         checked += 1
     assert checked >= 1
+
+
+def test_refit_solves_the_chosen_alpha_on_every_window():
+    """refit keeps the α the holdout search chose but solves it on all windows' Grams: one more
+    solve per module, weights different from the holdout-only solve, and exactly what GPTAQ at
+    that α gives on the same (full) statistics for the first module (same inputs, same α)."""
+    calib = tiny_calibration("llama", n=16)
+    plain, refit = tiny_model("llama"), tiny_model("llama")
+    run_plain = quantize_model(plain, calib, MethodConfig(method="marr", warm_start=False))
+    run_refit = quantize_model(refit, calib, MethodConfig(method="marr", warm_start=False, refit=True))
+    first = run_plain.records.iloc[0]
+    assert run_refit.records.iloc[0]["alpha"] == first["alpha"]
+    assert run_refit.records.iloc[0]["solves"] == first["solves"] + 1
+    name = first["name"]
+    assert not torch.equal(run_plain.states[name].weight, run_refit.states[name].weight)
+    gptaq = tiny_model("llama")
+    run_gptaq = quantize_model(gptaq, calib, MethodConfig(method="gptaq", alpha=float(first["alpha"])))
+    assert torch.equal(run_gptaq.states[name].weight, run_refit.states[name].weight)

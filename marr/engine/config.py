@@ -74,7 +74,9 @@ class MethodConfig:
     alpha: the fixed α of gptaq/qep and of marr with search=fixed.
     search: pid | grid | fixed (marr only). compare_pid: with search=grid, also run the PID search
     on the same statistics and record its α, J and solves next to the grid's (the result stays the
-    grid's; costs PID's solves) — how close PID gets to the oracle, module by module. feedback: judge J on a held-out slice of the calibration
+    grid's; costs PID's solves) — how close PID gets to the oracle, module by module. refit: with
+    holdout feedback, solve once more at the chosen α on all calibration windows (the search only
+    solved on the non-held-out ones). feedback: judge J on a held-out slice of the calibration
     windows (default; solving and judging on the same tokens rewards over-correction) or on all of them.
     """
 
@@ -93,6 +95,7 @@ class MethodConfig:
     feedback: str = "holdout"
     holdout_fraction: float = 0.25
     warm_start: bool = True
+    refit: bool = False
     compare_pid: bool = False
     pid: PidConfig = field(default_factory=PidConfig)
 

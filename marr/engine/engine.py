@@ -306,7 +306,11 @@ class Engine:
                                  alpha=m.alpha, holdout=holdout, **common)
             result = found.result
             self.warm_alpha[short] = found.alpha
-            record.update(alpha=found.alpha, solves=found.solves, j_search_rel=found.relative_error,
+            refit = m.refit and holdout is not None
+            if refit:  # α chosen on held-out windows; the weights use every window
+                H_all, D_all, _ = stats.full(short)
+                result = gptq_solve(W, H_all, spec, D=D_all, alpha=found.alpha, **common)
+            record.update(alpha=found.alpha, solves=found.solves + refit, j_search_rel=found.relative_error,
                           trajectory=[(t, a, j / found.fp_energy if found.fp_energy > 0 else j)
                                       for t, a, j in found.trajectory])
             if m.compare_pid and m.search == "grid":
