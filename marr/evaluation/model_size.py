@@ -101,41 +101,53 @@ def _numel(shape) -> int:
     return count
 
 
+def _packed_modules(path: Path, header: dict, bits: int | None) -> dict[str, int]:
+    """{module prefix: logical weights} of the packed modules in one safetensors file.
+
+    GPTQ `qweight` [in·b/32, out] and compressed-tensors `weight_packed` (with its `weight_shape`,
+    read once per file) count as the dense matrix they encode.
+    """
+    counts: dict[str, int] = {}
+    shapes: dict[str, str] = {}
+    for name, info in header.items():
+        if name.endswith(".qweight"):
+            if bits is None:
+                raise ValueError(f"{path.name}: {name} is packed but config.json names no bits")
+            counts[name[: -len("qweight")]] = info["shape"][0] * 32 // bits * info["shape"][1]
+        elif name.endswith(".weight_packed"):
+            prefix = name[: -len("weight_packed")]
+            if prefix + "weight_shape" in header:
+                shapes[prefix] = prefix + "weight_shape"
+            elif bits is not None:
+                counts[prefix] = info["shape"][0] * info["shape"][1] * 32 // bits
+            else:
+                raise ValueError(f"{path.name}: {name} has no weight_shape and config.json names no bits")
+    if shapes:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as handle:
+            counts.update({prefix: _numel(handle.get_tensor(shape).tolist()) for prefix, shape in shapes.items()})
+    return counts
+
+
+def _headers(folder: Path):
+    """(path, header without __metadata__) of every safetensors file, in name order."""
+    for path in sorted(folder.glob("*.safetensors")):
+        yield path, {k: v for k, v in _safetensors_header(path).items() if k != "__metadata__"}
+
+
 def logical_weight_count(folder: str | Path) -> int:
     """Logical parameter count of a checkpoint folder from safetensors headers.
 
-    Dense float tensors count as they are; packed GPTQ `qweight` [in·b/32, out] and
-    compressed-tensors `weight_packed` (with its `weight_shape`) count as the dense matrix they
-    encode; scales, zero points and g_idx are overhead, not weights.
+    Dense float tensors count as they are; packed modules count as the dense matrix they encode
+    (see `_packed_modules`); scales, zero points and g_idx are overhead, not weights.
     """
     folder = Path(folder)
     bits = _quant_bits(folder)
     total = 0
-    for path in sorted(folder.glob("*.safetensors")):
-        header = _safetensors_header(path)
-        shapes = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            if name.endswith(".qweight"):
-                if bits is None:
-                    raise ValueError(f"{path.name}: {name} is packed but config.json names no bits")
-                total += info["shape"][0] * 32 // bits * info["shape"][1]
-            elif name.endswith(".weight_packed"):
-                shape_name = name[: -len("weight_packed")] + "weight_shape"
-                if shape_name in header:
-                    shapes[name] = shape_name
-                elif bits is not None:
-                    total += info["shape"][0] * info["shape"][1] * 32 // bits
-                else:
-                    raise ValueError(f"{path.name}: {name} has no weight_shape and config.json names no bits")
-            elif info["dtype"] in _FLOAT_DTYPES and not name.endswith(_AUX_SUFFIXES):
-                total += _numel(info["shape"])
-        if shapes:
-            from safetensors import safe_open
-            with safe_open(str(path), framework="pt") as handle:
-                for shape_name in shapes.values():
-                    total += _numel(handle.get_tensor(shape_name).tolist())
+    for path, header in _headers(folder):
+        total += sum(_packed_modules(path, header, bits).values())
+        total += sum(_numel(info["shape"]) for name, info in header.items()
+                     if info["dtype"] in _FLOAT_DTYPES and not name.endswith(_AUX_SUFFIXES))
     return total
 
 
@@ -148,24 +160,12 @@ def quantized_bits_per_weight(folder: str | Path) -> float | None:
     if bits is None:
         return None
     packed_bytes = packed_weights = 0
-    for path in sorted(folder.glob("*.safetensors")):
-        header = {k: v for k, v in _safetensors_header(path).items() if k != "__metadata__"}
+    for path, header in _headers(folder):
         nbytes = {name: info["data_offsets"][1] - info["data_offsets"][0] for name, info in header.items()}
-        for name, info in header.items():
-            if name.endswith(".qweight"):
-                prefix = name[: -len("qweight")]
-                packed_weights += info["shape"][0] * 32 // bits * info["shape"][1]
-            elif name.endswith(".weight_packed"):
-                prefix = name[: -len("weight_packed")]
-                if prefix + "weight_shape" in header:
-                    from safetensors import safe_open
-                    with safe_open(str(path), framework="pt") as handle:
-                        packed_weights += _numel(handle.get_tensor(prefix + "weight_shape").tolist())
-                else:
-                    packed_weights += info["shape"][0] * info["shape"][1] * 32 // bits
-            else:
-                continue
-            packed_bytes += nbytes[name] + sum(nbytes.get(prefix + suffix, 0) for suffix in _AUX_SUFFIXES)
+        for prefix, count in _packed_modules(path, header, bits).items():
+            packed_weights += count
+            packed_bytes += sum(nbytes.get(prefix + suffix, 0)
+                                for suffix in ("qweight", "weight_packed", *_AUX_SUFFIXES))
     return 8.0 * packed_bytes / packed_weights if packed_weights else None
 
 
