@@ -3,8 +3,8 @@
 GPTQModel 7.7 quantizes on a 2-core CPU only with ``GPTQMODEL_CPU_WORKERS=2``; its default GPTQ
 is not plain GPTQ (``act_group_aware=True``, damp 0.05), so the flags are set explicitly to the
 configuration ours runs: asymmetric, no act-order, damp 0.01. Its checkpoint (standard GPTQ
-tensors) is decoded into the fp32 model with our GPTQ reader, so both are scored by the same fp32
-forward on the same test tokens.
+tensors) is decoded into the fp32 model with ``marr.packing.load_gptq_weights``, so both are
+scored by the same fp32 forward on the same test tokens.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-
-from marr.packing import load_gptq_weights
 
 
 def quantize(model_folder: Path, windows: torch.Tensor, bits: int, group_size: int | None,
@@ -35,8 +33,3 @@ def quantize(model_folder: Path, windows: torch.Tensor, bits: int, group_size: i
     seconds = time.perf_counter() - t0
     model.save(str(out_dir))
     return seconds
-
-
-def load_into(model: torch.nn.Module, folder: Path) -> int:
-    """Decode GPTQModel's checkpoint into ``model``'s nn.Linear weights; return how many."""
-    return len(load_gptq_weights(model, folder))

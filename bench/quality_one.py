@@ -21,6 +21,7 @@ import torch
 from bench.quality import METHODS, PEERS, RESULTS, SETTINGS
 from marr.data import llm_calibration, load_calibration, save_calibration, vit_calibration, wiki_text
 from marr.engine import EngineConfig, MethodConfig, quantize_model
+from marr.packing import load_gptq_weights
 from marr.sources import load_model
 
 log = logging.getLogger("bench.quality_one")
@@ -74,7 +75,7 @@ def quantize_peer(loaded, calib, method_name: str, setting: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="marr-peer-") as tmp:
         seconds = peer_gptqmodel.quantize(loaded.path, calib.data, s["bits"], s["group_size"],
                                           PEERS[method_name]["alpha"], Path(tmp))
-        n = peer_gptqmodel.load_into(loaded.model, Path(tmp))
+        n = len(load_gptq_weights(loaded.model, Path(tmp)))
     return {"reconstruct_seconds": round(seconds, 1), "modules": n}
 
 
