@@ -40,7 +40,7 @@ def compute_fp_statistics(model: nn.Module, calibration: torch.Tensor, out_dir: 
     manifest = {
         "model_id": model_id, "calibration_hash": calibration_hash, "adapter": adapter.name,
         "n_blocks": len(blocks), "calibration_shape": list(calibration.shape),
-        "gram_dtype": cfg.gram_dtype, "cache_activations": cache_activations,
+        "cache_activations": cache_activations,
         "activation_dtype": activation_dtype if cache_activations else None, "skip": list(cfg.skip),
         "marr_version": marr.__version__, "format": 2,  # 2: per-module output energies E.<module>, no G
     }
