@@ -38,6 +38,8 @@ METHODS = {
     "marr": {"method": "marr", "search": "pid"},
     "marr-calib": {"method": "marr", "search": "pid", "feedback": "calibration"},
     "marr-refit": {"method": "marr", "search": "pid", "refit": True},
+    # the same α control on QEP's basis (GPTQ on W + α·W D H⁻¹) instead of GPTAQ's residual term
+    "marr-qep": {"method": "marr", "search": "pid", "basis": "qep"},
     # the oracle: every α of the grid per module; it also runs PID on the same statistics so the
     # records hold both searches' J module by module (its wall time includes those extra solves)
     "marr-grid": {"method": "marr", "search": "grid", "grid": [round(0.1 * i, 1) for i in range(11)],

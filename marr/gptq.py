@@ -9,14 +9,21 @@ the asymmetric objective ‖W X − Q X̃‖²:
 
     W[:, i:] −= err ⊗ U[i, i:] − w_i ⊗ P[i, i:]            err = (w_i − q_i) / U[i, i]
 
-P is linear in α, so ``prepare`` computes everything that does not depend on α once and
-``solve(alpha)`` runs only the column pass: a coefficient search reuses one preparation.
+QEP instead moves the weight before rounding: GPTQ runs on W + α·C with C = W D (H + λI)⁻¹, the
+full-precision step to the asymmetric optimum, and no residual term in the loop. Both are
+one-parameter families in α on top of the same column pass — the *residual basis* a coefficient
+search moves along (``prepare(basis=...)``).
+
+Everything that does not depend on α is computed once by ``prepare``; ``solve(alpha)`` runs only
+the column pass, so a coefficient search reuses one preparation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -26,6 +33,7 @@ from marr.result import QuantResult
 log = logging.getLogger("marr.gptq")
 
 MAX_DAMP_RAISES = 8
+BASES = ("gptaq", "qep")
 
 
 def _damped_cholesky(H: torch.Tensor, damp: float, what: str = "H") -> tuple[torch.Tensor, float]:
@@ -59,13 +67,15 @@ class PreparedProblem:
 
     W: torch.Tensor  # d_out × d_in, dead columns zeroed, permuted into solve order
     U: torch.Tensor  # d_in × d_in upper, chol(H⁻¹) in solve order
-    P_unit: torch.Tensor | None  # triu(D Uᵀ, 1) U for α = 1, or None without D
+    P_unit: torch.Tensor | None  # gptaq basis: triu(D Uᵀ, 1) U for α = 1, or None without D
+    C: torch.Tensor | None  # qep basis: W D (H + λI)⁻¹ (float64, like W then); None otherwise
     perm: torch.Tensor | None
     spec: QuantSpec
     damp: float
     block_size: int
     static_params: tuple[torch.Tensor, torch.Tensor] | None  # (scales, zeros) per original group
     channel_params: tuple[torch.Tensor, torch.Tensor] | None  # per-channel (scale, zero)
+    static_groups: bool = False
 
 
 def prepare(
@@ -79,20 +89,31 @@ def prepare(
     static_groups: bool = False,
     block_size: int = 128,
     dtype: torch.dtype = torch.float32,
+    basis: Literal["gptaq", "qep"] = "gptaq",
 ) -> PreparedProblem:
-    W = W.detach().to(dtype).clone()
-    H = H.detach().to(dtype).clone()
-    D = None if D is None else D.detach().to(dtype).clone()
+    """Preparation of one module's solve; ``basis`` says how α moves the solution (module docstring)."""
+    if basis not in BASES:
+        raise ValueError(f"basis={basis!r}: allowed values are {', '.join(BASES)}")
+    if basis == "qep" and D is None:
+        raise ValueError("basis='qep' needs the drift Gram D")
     if not torch.isfinite(W).all():
         raise FloatingPointError("weight contains NaN or Inf")
+    C = qep_direction(W, H, D, damp=damp) if basis == "qep" else None
+    # the qep basis keeps W (and C) in float64 so that W + αC is rounded to ``dtype`` once, per α
+    W = W.detach().to(torch.float64 if C is not None else dtype).clone()
+    H = H.detach().to(dtype).clone()
+    D = None if (D is None or C is not None) else D.detach().to(dtype).clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
     if D is not None:
         D[:, dead] = 0
+    if C is not None:
+        C[:, dead] = 0
 
-    channel_params = find_params(W, spec) if spec.group_size is None else None
-    static_params = rtn_params(W, spec) if (static_groups and spec.group_size is not None) else None
+    # with the qep basis the grid depends on α: ``solve`` finds it on W + αC
+    channel_params = find_params(W, spec) if (spec.group_size is None and C is None) else None
+    static_params = rtn_params(W, spec) if (static_groups and spec.group_size is not None and C is None) else None
 
     perm = None
     if act_order:
@@ -101,10 +122,24 @@ def prepare(
         H = H[perm][:, perm]
         if D is not None:
             D = D[perm][:, perm]
+        if C is not None:
+            C = C[:, perm]
 
     U, damp = _upper_inverse_cholesky(H, damp)
     P_unit = None if D is None else torch.triu(D @ U.T, diagonal=1) @ U
-    return PreparedProblem(W, U, P_unit, perm, spec, damp, block_size, static_params, channel_params)
+    return PreparedProblem(W, U, P_unit, C, perm, spec, damp, block_size, static_params, channel_params,
+                           static_groups)
+
+
+def _start_weight(prep: PreparedProblem, alpha: float) -> PreparedProblem:
+    """For the qep basis: the preparation of plain GPTQ on W + αC (grid parameters found on it)."""
+    W = (prep.W + alpha * prep.C).to(prep.U.dtype) if alpha != 0 else prep.W.to(prep.U.dtype)
+    spec, channel, static = prep.spec, None, None
+    if spec.group_size is None:
+        channel = find_params(W, spec)
+    elif prep.static_groups:
+        static = rtn_params(W if prep.perm is None else W[:, torch.argsort(prep.perm)], spec)
+    return dataclasses.replace(prep, W=W, C=None, P_unit=None, static_params=static, channel_params=channel)
 
 
 def solve(prep: PreparedProblem, alpha: float = 0.0) -> QuantResult:
@@ -112,6 +147,10 @@ def solve(prep: PreparedProblem, alpha: float = 0.0) -> QuantResult:
 
     Works on Wᵀ (d_in × d_out) so that every column of W is a contiguous row.
     """
+    if prep.C is not None:
+        result = solve(_start_weight(prep, alpha))
+        result.info["alpha"] = alpha
+        return result
     spec, U, maxq = prep.spec, prep.U, prep.spec.maxq
     WT = prep.W.T.contiguous()
     d_in, d_out = WT.shape
@@ -192,16 +231,19 @@ def gptq_solve(
     return solve(prep, alpha)
 
 
+def qep_direction(W: torch.Tensor, H: torch.Tensor, D: torch.Tensor, *, damp: float = 0.01) -> torch.Tensor:
+    """C = W D (H + λI)⁻¹ in float64 (Cholesky solve): QEP's step from W to the asymmetric optimum."""
+    L, _ = _damped_cholesky(H.detach().to(torch.float64), damp)
+    WD = W.detach().to(torch.float64) @ D.detach().to(torch.float64)
+    # (H + λI) is symmetric, so X = WD (H+λI)⁻¹ solves (H+λI) Xᵀ = (WD)ᵀ
+    return torch.cholesky_solve(WD.T, L).T
+
+
 def qep_correct(
     W: torch.Tensor, H: torch.Tensor, D: torch.Tensor, alpha: float = 0.5, *, damp: float = 0.01,
-    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """QEP's one-shot correction W* = W + α · W D (H + λI)⁻¹ (Cholesky solve), in W's dtype."""
-    L, _ = _damped_cholesky(H.to(dtype), damp)
-    WD = W.to(dtype) @ D.to(dtype)
-    # (H + λI) is symmetric, so X = WD (H+λI)⁻¹ solves (H+λI) Xᵀ = (WD)ᵀ
-    correction = torch.cholesky_solve(WD.T, L).T
-    return (W.to(dtype) + alpha * correction).to(W.dtype)
+    """QEP's one-shot correction W* = W + α · W D (H + λI)⁻¹, in W's dtype."""
+    return (W.to(torch.float64) + alpha * qep_direction(W, H, D, damp=damp)).to(W.dtype)
 
 
 def qep_solve(
@@ -210,10 +252,6 @@ def qep_solve(
     dtype: torch.dtype = torch.float32,
 ) -> QuantResult:
     """QEP: correct W once towards the FP output, then plain GPTQ on the corrected weight."""
-    W_star = qep_correct(W, H, D, alpha, damp=damp)
-    result = gptq_solve(
-        W_star, H, spec, damp=damp, act_order=act_order, static_groups=static_groups,
-        block_size=block_size, dtype=dtype,
-    )
-    result.info["alpha"] = alpha
-    return result
+    prep = prepare(W, H, spec, D=D, damp=damp, act_order=act_order, static_groups=static_groups,
+                   block_size=block_size, dtype=dtype, basis="qep")
+    return solve(prep, alpha)

@@ -231,16 +231,18 @@ def search_alpha(
     static_groups: bool = False,
     block_size: int = 128,
     dtype: torch.dtype = torch.float32,
+    basis: Literal["gptaq", "qep"] = "gptaq",
     on_step: Callable[[int, float, float], None] | None = None,
 ) -> SearchResult:
     """Pick α for one module and return its quantized result.
 
     H, D, G are the module's Grams on the solve data (G may be just the number ‖W X‖², see
     ``ErrorModel.build``); ``holdout`` = (H, D, G) on a held-out slice
-    makes J judge on data the solver did not see (``feedback: holdout``).
+    makes J judge on data the solver did not see (``feedback: holdout``). ``basis`` is the
+    one-parameter family α moves along (``gptq.prepare``): GPTAQ's residual term or QEP's correction.
     """
     prep = prepare(W, H, spec, D=D, damp=damp, act_order=act_order, static_groups=static_groups,
-                   block_size=block_size, dtype=dtype)
+                   block_size=block_size, dtype=dtype, basis=basis)
     judge = ErrorModel.build(W, *(holdout if holdout is not None else (H, D, G)))
     if method == "pid":
         return pid_search(prep, judge, pid or PidConfig(), alpha0=alpha0, on_step=on_step)

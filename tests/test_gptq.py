@@ -161,6 +161,33 @@ def test_qep_lowers_the_asymmetric_error(problem):
     assert reconstruction_error(problem.W, qep.weight, H, D, G) < reconstruction_error(problem.W, plain.weight, H, D, G)
 
 
+@pytest.mark.parametrize("group_size,act_order,static_groups", [(32, False, False), (None, True, False),
+                                                                 (32, True, True)])
+def test_qep_basis_is_gptq_on_the_corrected_weight(problem, group_size, act_order, static_groups):
+    """The α family a search moves along with basis='qep' is GPTQ on W + α·W D (H+λI)⁻¹, at every α."""
+    from marr.gptq import prepare, solve
+
+    H, D, _ = problem.grams()
+    spec = QuantSpec(3, group_size)
+    opts = dict(act_order=act_order, static_groups=static_groups)
+    prep = prepare(problem.W.float(), H.float(), spec, D=D.float(), basis="qep", **opts)
+    for alpha in (0.0, 0.3, 1.0):
+        corrected = qep_correct(problem.W.float(), H.float(), D.float(), alpha=alpha)
+        expected = gptq_solve(corrected, H.float(), spec, **opts)
+        got = solve(prep, alpha)
+        assert torch.equal(got.weight, expected.weight) and torch.equal(got.codes, expected.codes)
+
+
+def test_unknown_basis_and_qep_basis_without_drift_are_rejected(problem):
+    from marr.gptq import prepare
+
+    H, D, _ = problem.grams()
+    with pytest.raises(ValueError, match="basis='rescomp'.*gptaq, qep"):
+        prepare(problem.W, H, QuantSpec(3), D=D, basis="rescomp")
+    with pytest.raises(ValueError, match="needs the drift Gram D"):
+        prepare(problem.W, H, QuantSpec(3), basis="qep")
+
+
 def test_gptaq_removes_most_of_the_drift_error_when_rounding_is_negligible(problem):
     """At 8 bits the error is mostly the input drift. GPTQ (α=0) keeps it; the residual term
     (α=1) removes most of it, though not all: it only corrects columns not yet quantized, so it

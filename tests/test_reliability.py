@@ -58,6 +58,8 @@ RULES = {
     "group size zero": ("configs.gptq-w3.group_size", 0, ["configs.gptq-w3.group_size=0", "positive integer"]),
     "unknown method": ("configs.gptq-w3.method", "awq", ["configs.gptq-w3.method='awq'", "rtn, gptq, gptaq, qep, marr"]),
     "unknown search": ("configs.marr-w3.search", "bayes", ["configs.marr-w3.search='bayes'", "pid, grid, fixed"]),
+    "unknown residual basis": ("configs.marr-w3.basis", "rescomp", ["configs.marr-w3.basis='rescomp'",
+                                                                    "gptaq, qep"]),
     "unknown config key": ("configs.gptq-w3.bitz", 3, ["configs.gptq-w3.bitz: unknown key", "bits"]),
     "negative PID gain": ("configs.marr-w3.pid.kp", -1.0, ["configs.marr-w3.pid.kp=-1.0", ">= 0"]),
     "NaN PID gain": ("configs.marr-w3.pid.ki", float("nan"), ["configs.marr-w3.pid.ki=nan", "finite"]),

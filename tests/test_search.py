@@ -36,6 +36,19 @@ def test_trajectory_starts_at_alpha0_and_logs_every_solve(problem):
     assert torch.equal(s.result.weight, s.result.dequantize())
 
 
+def test_pid_on_the_qep_basis_lowers_j_and_approaches_its_grid():
+    p = random_problem(96, 128, tokens=1024, drift=0.2, seed=5)
+    H, D, G = p.grams()
+    spec = QuantSpec(3, 32)
+    pid = search_alpha(p.W, H, D, G, spec, method="pid", basis="qep")
+    grid = search_alpha(p.W, H, D, G, spec, method="grid", basis="qep")
+    start = next(j for _, a, j in grid.trajectory if a == 0.25)
+    assert pid.error < start  # better than the fixed α it starts from
+    assert pid.error <= 1.01 * grid.error
+    assert pid.solves < len(grid.trajectory)
+    assert pid.result.info["alpha"] == pid.alpha
+
+
 def test_select_last_keeps_the_final_iterate(problem):
     H, D, G = problem.grams()
     s = search_alpha(problem.W, H, D, G, QuantSpec(3, 32), pid=PidConfig(select="last"))

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from marr.gptq import BASES
 from marr.grid import QuantSpec
 from marr.search import DEFAULT_GRID, PidConfig
 
@@ -72,7 +73,9 @@ class MethodConfig:
     consecutive runs of ``group_size`` columns and the last group is shorter (d_in mod group_size
     columns), GPTQ's policy; a group size larger than d_in gives a single group.
     alpha: the fixed α of gptaq/qep and of marr with search=fixed.
-    search: pid | grid | fixed (marr only). compare_pid: with search=grid, also run the PID search
+    search: pid | grid | fixed (marr only). basis (marr only): the residual family α scales —
+    gptaq (the residual term inside the column pass) or qep (GPTQ on W + α·W D H⁻¹); see
+    ``marr.gptq``. compare_pid: with search=grid, also run the PID search
     on the same statistics and record its α, J and solves next to the grid's (the result stays the
     grid's; costs PID's solves) — how close PID gets to the oracle, module by module. refit: with
     holdout feedback, solve once more at the chosen α on all calibration windows (the search only
@@ -91,6 +94,7 @@ class MethodConfig:
     block_size: int = 128
     alpha: float = 0.25
     search: str = "pid"
+    basis: str = "gptaq"
     grid: tuple[float, ...] = DEFAULT_GRID
     feedback: str = "holdout"
     holdout_fraction: float = 0.25
@@ -102,6 +106,7 @@ class MethodConfig:
     def __post_init__(self) -> None:
         _require(self.method in METHODS, "method", self.method, f"allowed values are {', '.join(METHODS)}")
         _require(self.search in SEARCHES, "search", self.search, f"allowed values are {', '.join(SEARCHES)}")
+        _require(self.basis in BASES, "basis", self.basis, f"allowed values are {', '.join(BASES)}")
         _require(self.feedback in FEEDBACKS, "feedback", self.feedback, f"allowed values are {', '.join(FEEDBACKS)}")
         _require(isinstance(self.damp, (int, float)) and math.isfinite(self.damp) and self.damp >= 0,
                  "damp", self.damp, "must be a finite number >= 0")

@@ -38,7 +38,7 @@ from marr.adapters import Adapter, StopForward, adapter_for
 from marr.engine.config import EngineConfig, MethodConfig
 from marr.engine.store import FpStatsCache, RunStore, group_key, load_run_states
 from marr.grams import GramAccumulator
-from marr.gptq import gptq_solve, qep_solve
+from marr.gptq import gptq_solve, prepare, qep_solve, solve
 from marr.objective import ErrorModel
 from marr.result import QuantResult, rtn_quantize
 from marr.search import search_alpha
@@ -303,13 +303,13 @@ class Engine:
             holdout = stats.grams(short, "holdout") if m.feedback == "holdout" else None
             alpha0 = self.warm_alpha.get(short) if m.warm_start else None
             found = search_alpha(W, H, D, G, spec, method=m.search, pid=m.pid, alpha0=alpha0, grid=m.grid,
-                                 alpha=m.alpha, holdout=holdout, **common)
+                                 alpha=m.alpha, holdout=holdout, basis=m.basis, **common)
             result = found.result
             self.warm_alpha[short] = found.alpha
             refit = m.refit and holdout is not None
             if refit:  # α chosen on held-out windows; the weights use every window
                 H_all, D_all, _ = stats.full(short)
-                result = gptq_solve(W, H_all, spec, D=D_all, alpha=found.alpha, **common)
+                result = solve(prepare(W, H_all, spec, D=D_all, basis=m.basis, **common), found.alpha)
             record.update(alpha=found.alpha, solves=found.solves + refit, j_search_rel=found.relative_error,
                           trajectory=[(t, a, j / found.fp_energy if found.fp_energy > 0 else j)
                                       for t, a, j in found.trajectory])
@@ -324,7 +324,7 @@ class Engine:
         t0 = time.perf_counter()
         alpha0 = self.shadow_alpha.get(short) if self.method.warm_start else None
         found = search_alpha(W, H, D, G, self.method.spec, method="pid", pid=self.method.pid, alpha0=alpha0,
-                             holdout=holdout, **common)
+                             holdout=holdout, basis=self.method.basis, **common)
         self.shadow_alpha[short] = found.alpha
         self.counters["solves"] += found.solves
         return {"pid_alpha": found.alpha, "pid_j_rel": found.relative_error, "pid_solves": found.solves,
