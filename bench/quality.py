@@ -45,6 +45,7 @@ METHODS = {
     "marr-grid": {"method": "marr", "search": "grid", "grid": [round(0.1 * i, 1) for i in range(11)],
                   "compare_pid": True},
     **{f"gptaq-{a}": {"method": "gptaq", "alpha": a} for a in (0.0, 0.5, 0.75, 1.0)},
+    **{f"qep-{a}": {"method": "qep", "alpha": a} for a in (0.25, 0.75, 1.0)},
 }
 
 # the production peer (bench.peer_gptqmodel), same model, windows and test tokens

@@ -20,6 +20,13 @@ secant. Each update is clipped to [α_min, α_max]; the loop stops when the step
 ``alpha_tol`` (the noise scale of α: finer moves only chase rounding flips), when the relative J
 change is below τ, or at ``max_iter`` solves. ``signal="secant"`` gives the plain design.md form
 e_t = −ΔJ/Δα/J_0 for comparison.
+
+Parsimony (``parsimony`` = ε > 0). The layer-wise J cannot see the bias of the Hessian
+approximation that a strong residual term amplifies (design.md §1), and near its minimum J is flat:
+the last stretch of α buys little J. After the search, α therefore moves from the best iterate
+towards α_min until the fitted parabola has risen to (1 + ε)·J_best — the least correction that is
+within ε of the best layer-wise error — and that α is solved once more. A module whose J is sharply
+curved keeps nearly its best α; one whose J is flat gives most of it up.
 """
 
 from __future__ import annotations
@@ -59,9 +66,10 @@ class PidConfig:
     select: Literal["best", "last"] = "best"
     signal: Literal["filtered", "secant"] = "filtered"
     fit_bandwidth: float = 0.5
+    parsimony: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("kp", "ki", "kd", "delta", "max_step", "alpha_tol", "fit_bandwidth"):
+        for name in ("kp", "ki", "kd", "delta", "max_step", "alpha_tol", "fit_bandwidth", "parsimony"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"pid.{name}={value!r}: must be a finite number >= 0")
@@ -106,20 +114,43 @@ class SearchResult:
         return len(self.trajectory)
 
 
-def fit_parabola_minimum(alphas: list[float], errors: list[float], center: float, bandwidth: float) -> float | None:
-    """Minimiser of a weighted least-squares parabola through (α, J), or None if not convex."""
+def fit_parabola(alphas: list[float], errors: list[float], center: float,
+                 bandwidth: float) -> tuple[float, float, float] | None:
+    """(J₀, slope, curvature) of J ≈ J₀ + slope·(α − c) + curvature·(α − c)², a least-squares fit
+    weighted towards α = c; None with fewer than three distinct α or a curvature that is not positive."""
     if len(set(alphas)) < 3:
         return None
     a = torch.tensor(alphas, dtype=torch.float64)
     j = torch.tensor(errors, dtype=torch.float64)
-    j = (j - j.mean()) / (j.std() + 1e-300)
+    mean, std = j.mean(), j.std() + 1e-300
     weights = torch.exp(-(((a - center) / bandwidth) ** 2)).sqrt()
     basis = torch.stack([torch.ones_like(a), a - center, (a - center) ** 2], dim=1)
-    coef = torch.linalg.lstsq(basis * weights[:, None], (j * weights)[:, None]).solution.flatten()
-    slope, curvature = coef[1].item(), coef[2].item()
-    if not curvature > 1e-12:
+    coef = torch.linalg.lstsq(basis * weights[:, None], (((j - mean) / std) * weights)[:, None]).solution.flatten()
+    if not coef[2].item() > 1e-12:
         return None
-    return center - slope / (2 * curvature)
+    return (coef[0] * std + mean).item(), (coef[1] * std).item(), (coef[2] * std).item()
+
+
+def fit_parabola_minimum(alphas: list[float], errors: list[float], center: float, bandwidth: float) -> float | None:
+    """Minimiser of a weighted least-squares parabola through (α, J), or None if not convex."""
+    fit = fit_parabola(alphas, errors, center, bandwidth)
+    return None if fit is None else center - fit[1] / (2 * fit[2])
+
+
+def parsimonious_alpha(alphas: list[float], errors: list[float], best: float, j_best: float,
+                       config: "PidConfig") -> float | None:
+    """The smallest α ≤ ``best`` where the fitted parabola is still within (1 + ε)·J_best (module
+    docstring), clipped to [α_min, best]; None when the fit is not convex."""
+    fit = fit_parabola(alphas, errors, best, config.fit_bandwidth)
+    if fit is None:
+        return None
+    j0, slope, curvature = fit
+    vertex = best - slope / (2 * curvature)
+    j_vertex = j0 - slope**2 / (4 * curvature)
+    rise = (1 + config.parsimony) * j_best - j_vertex
+    if rise <= 0:
+        return best
+    return min(best, max(config.alpha_min, vertex - math.sqrt(rise / curvature)))
 
 
 class PidController:
@@ -193,6 +224,11 @@ def pid_search(prep: PreparedProblem, judge: ErrorModel, config: PidConfig, alph
         chosen = min(results, key=lambda a: (results[a][1], abs(a - alphas[0])))
     else:
         chosen = alphas[-1]
+    if cfg.parsimony > 0:
+        lower = parsimonious_alpha(alphas, errors, chosen, results[chosen][1], cfg)
+        if lower is not None and lower < chosen - cfg.alpha_tol / 2:
+            record(lower)
+            chosen = lower
     return SearchResult(chosen, results[chosen][0], trajectory, judge.fp_energy)
 
 

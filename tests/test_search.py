@@ -49,6 +49,18 @@ def test_pid_on_the_qep_basis_lowers_j_and_approaches_its_grid():
     assert pid.result.info["alpha"] == pid.alpha
 
 
+def test_parsimony_gives_up_alpha_only_within_epsilon_of_the_best_j():
+    p = random_problem(96, 128, tokens=1024, drift=0.2, seed=5)
+    H, D, G = p.grams()
+    spec = QuantSpec(3, 32)
+    best = search_alpha(p.W, H, D, G, spec, method="pid", basis="qep")
+    lean = search_alpha(p.W, H, D, G, spec, method="pid", basis="qep", pid=PidConfig(parsimony=0.02))
+    assert lean.alpha < best.alpha - 0.05  # a real step back towards less correction ...
+    assert lean.trajectory[:-1] == best.trajectory  # ... taken after the same search, with one more solve
+    assert lean.trajectory[-1][1] == lean.alpha
+    assert best.error < lean.error <= 1.04 * best.error  # at a J within ~ε (the fit is not exact)
+
+
 def test_select_last_keeps_the_final_iterate(problem):
     H, D, G = problem.grams()
     s = search_alpha(problem.W, H, D, G, QuantSpec(3, 32), pid=PidConfig(select="last"))
