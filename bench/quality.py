@@ -35,11 +35,13 @@ METHODS = {
     "gptq": {"method": "gptq"},
     "gptaq": {"method": "gptaq", "alpha": 0.25},
     "qep": {"method": "qep", "alpha": 0.5},
-    "marr": {"method": "marr", "search": "pid"},
+    "marr": {"method": "marr", "search": "pid", "basis": "gptaq"},
     "marr-calib": {"method": "marr", "search": "pid", "feedback": "calibration"},
     "marr-refit": {"method": "marr", "search": "pid", "refit": True},
     # the same α control on QEP's basis (GPTQ on W + α·W D H⁻¹) instead of GPTAQ's residual term
     "marr-qep": {"method": "marr", "search": "pid", "basis": "qep"},
+    # ... and stepping back to the least α within 1 % of the best held-out J (``pid.parsimony``)
+    "marr-qep-lean": {"method": "marr", "search": "pid", "basis": "qep", "pid": {"parsimony": 0.01}},
     # the oracle: every α of the grid per module; it also runs PID on the same statistics so the
     # records hold both searches' J module by module (its wall time includes those extra solves)
     "marr-grid": {"method": "marr", "search": "grid", "grid": [round(0.1 * i, 1) for i in range(11)],
