@@ -48,6 +48,8 @@ METHODS = {
                   "compare_pid": True},
     **{f"gptaq-{a}": {"method": "gptaq", "alpha": a} for a in (0.0, 0.5, 0.75, 1.0)},
     **{f"qep-{a}": {"method": "qep", "alpha": a} for a in (0.25, 0.75, 1.0)},
+    # the GPTAQ basis with parsimony: J is flat near its minimum there, so ε = 1 % gives up much α
+    "marr-lean": {"method": "marr", "search": "pid", "basis": "gptaq", "pid": {"parsimony": 0.01}},
 }
 
 # the production peer (bench.peer_gptqmodel), same model, windows and test tokens
