@@ -129,6 +129,30 @@ def check_targets(frame: pd.DataFrame, records: dict) -> list[dict]:
     return out
 
 
+METHOD_ORDER = ["fp", "rtn", "gptq", "gptqmodel-gptq", "gptaq", "gptqmodel-gptaq", "gptaq-0.5", "gptaq-0.75",
+                "gptaq-1.0", "qep-0.25", "qep", "qep-0.75", "qep-1.0", "marr", "marr-refit", "marr-lean", "marr-grid",
+                "marr-qep", "marr-qep-lean"]
+
+
+def headline(frame: pd.DataFrame) -> pd.DataFrame:
+    """Quality only, one row per method and one column per model × setting (ppl or probe top-1)."""
+    cells, columns = {}, {}
+    for _, row in frame.iterrows():
+        metric, value = _quality(row)
+        column = f"{row['model']} {row['setting']} ({metric})"
+        columns.setdefault(row["model"], []).append(column)
+        cells.setdefault(row["method"], {})[column] = f"{value:.4g}"
+    fp = {c: v for c, v in cells.get("fp", {}).items()}
+    for model, model_columns in columns.items():  # the FP model is the same at every setting
+        value = next((fp[c] for c in model_columns if c in fp), None)
+        if value is not None:
+            cells["fp"].update({c: value for c in model_columns})
+    table = pd.DataFrame.from_dict(cells, orient="index").fillna("")
+    table = table[list(dict.fromkeys(c for cs in columns.values() for c in cs))]
+    order = [m for m in METHOD_ORDER if m in table.index] + sorted(set(table.index) - set(METHOD_ORDER))
+    return table.loc[order].rename_axis("method").reset_index()
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
     if not pattern.search(text):
@@ -149,6 +173,7 @@ def main() -> None:
     if not args.no_readme:
         text = README.read_text()
         text = replace_block(text, "summary", table.to_markdown(index=False, floatfmt="g"))
+        text = replace_block(text, "headline", headline(frame).to_markdown(index=False))
         text = replace_block(text, "targets", pd.DataFrame(targets).to_markdown(index=False))
         reference = RESULTS / "reference_eval.csv"
         if reference.exists():
