@@ -133,7 +133,7 @@ def prepare(
 
 def _start_weight(prep: PreparedProblem, alpha: float) -> PreparedProblem:
     """For the qep basis: the preparation of plain GPTQ on W + αC (grid parameters found on it)."""
-    W = (prep.W + alpha * prep.C).to(prep.U.dtype) if alpha != 0 else prep.W.to(prep.U.dtype)
+    W = (prep.W + alpha * prep.C).to(prep.U.dtype)
     spec, channel, static = prep.spec, None, None
     if spec.group_size is None:
         channel = find_params(W, spec)
