@@ -48,6 +48,9 @@ METHODS = {
                   "compare_pid": True},
     **{f"gptaq-{a}": {"method": "gptaq", "alpha": a} for a in (0.0, 0.5, 0.75, 1.0)},
     **{f"qep-{a}": {"method": "qep", "alpha": a} for a in (0.25, 0.75, 1.0)},
+    # α judged at the block output (one block forward over the held-out windows per candidate)
+    "marr-qep-block": {"method": "marr", "search": "pid", "basis": "qep", "judge": "block"},
+    "marr-block": {"method": "marr", "search": "pid", "basis": "gptaq", "judge": "block"},
     # the GPTAQ basis with parsimony: J is flat near its minimum there, so ε = 1 % gives up much α
     "marr-lean": {"method": "marr", "search": "pid", "basis": "gptaq", "pid": {"parsimony": 0.01}},
 }

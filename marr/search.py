@@ -269,6 +269,7 @@ def search_alpha(
     dtype: torch.dtype = torch.float32,
     basis: Literal["gptaq", "qep"] = "gptaq",
     on_step: Callable[[int, float, float], None] | None = None,
+    judge: "Callable[[torch.Tensor], float] | None" = None,
 ) -> SearchResult:
     """Pick α for one module and return its quantized result.
 
@@ -276,10 +277,13 @@ def search_alpha(
     ``ErrorModel.build``); ``holdout`` = (H, D, G) on a held-out slice
     makes J judge on data the solver did not see (``feedback: holdout``). ``basis`` is the
     one-parameter family α moves along (``gptq.prepare``): GPTAQ's residual term or QEP's correction.
+    ``judge`` replaces the Gram-based J: any callable Q ↦ error with an ``fp_energy`` attribute
+    (the engine's block-output judge).
     """
     prep = prepare(W, H, spec, D=D, damp=damp, act_order=act_order, static_groups=static_groups,
                    block_size=block_size, dtype=dtype, basis=basis)
-    judge = ErrorModel.build(W, *(holdout if holdout is not None else (H, D, G)))
+    if judge is None:
+        judge = ErrorModel.build(W, *(holdout if holdout is not None else (H, D, G)))
     if method == "pid":
         return pid_search(prep, judge, pid or PidConfig(), alpha0=alpha0, on_step=on_step)
     if method == "grid":

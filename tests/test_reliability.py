@@ -60,6 +60,7 @@ RULES = {
     "unknown search": ("configs.marr-w3.search", "bayes", ["configs.marr-w3.search='bayes'", "pid, grid, fixed"]),
     "unknown residual basis": ("configs.marr-w3.basis", "rescomp", ["configs.marr-w3.basis='rescomp'",
                                                                     "gptaq, qep"]),
+    "unknown judge": ("configs.marr-w3.judge", "model", ["configs.marr-w3.judge='model'", "layer, block"]),
     "unknown config key": ("configs.gptq-w3.bitz", 3, ["configs.gptq-w3.bitz: unknown key", "bits"]),
     "negative PID gain": ("configs.marr-w3.pid.kp", -1.0, ["configs.marr-w3.pid.kp=-1.0", ">= 0"]),
     "NaN PID gain": ("configs.marr-w3.pid.ki", float("nan"), ["configs.marr-w3.pid.ki=nan", "finite"]),

@@ -15,6 +15,7 @@ from marr.search import DEFAULT_GRID, PidConfig
 METHODS = ("rtn", "gptq", "gptaq", "qep", "marr")
 SEARCHES = ("pid", "grid", "fixed")
 FEEDBACKS = ("calibration", "holdout")
+JUDGES = ("layer", "block")
 
 
 class ConfigError(ValueError):
@@ -81,6 +82,11 @@ class MethodConfig:
     holdout feedback, solve once more at the chosen α on all calibration windows (the search only
     solved on the non-held-out ones). feedback: judge J on a held-out slice of the calibration
     windows (default; solving and judging on the same tokens rewards over-correction) or on all of them.
+    judge (marr only): what J measures — ``layer``: the module's own output error ‖W X − Q X̃‖² from
+    Grams (no forward pass); ``block``: the error of the enclosing block's output on the held-out
+    windows, ‖Y_FP − block(X̃; module ← Q)‖², one forward of the block over those windows per
+    candidate α (needs feedback=holdout). The block judge sees what the layer-wise J cannot: how the
+    module's error passes through attention and the MLP nonlinearity before it reaches the stream.
     """
 
     method: str = "marr"
@@ -97,6 +103,7 @@ class MethodConfig:
     basis: str = "gptaq"
     grid: tuple[float, ...] = DEFAULT_GRID
     feedback: str = "holdout"
+    judge: str = "layer"
     holdout_fraction: float = 0.25
     warm_start: bool = True
     refit: bool = False
@@ -108,6 +115,9 @@ class MethodConfig:
         _require(self.search in SEARCHES, "search", self.search, f"allowed values are {', '.join(SEARCHES)}")
         _require(self.basis in BASES, "basis", self.basis, f"allowed values are {', '.join(BASES)}")
         _require(self.feedback in FEEDBACKS, "feedback", self.feedback, f"allowed values are {', '.join(FEEDBACKS)}")
+        _require(self.judge in JUDGES, "judge", self.judge, f"allowed values are {', '.join(JUDGES)}")
+        _require(self.judge == "layer" or self.feedback == "holdout", "judge", self.judge,
+                 "the block judge runs on the held-out windows: it needs feedback=holdout")
         _require(isinstance(self.damp, (int, float)) and math.isfinite(self.damp) and self.damp >= 0,
                  "damp", self.damp, "must be a finite number >= 0")
         _require(isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha), "alpha", self.alpha,

@@ -35,6 +35,7 @@ from torch import nn
 
 import marr
 from marr.adapters import Adapter, StopForward, adapter_for
+from marr.engine.block_judge import BlockOutputJudge
 from marr.engine.config import EngineConfig, MethodConfig
 from marr.engine.store import FpStatsCache, RunStore, group_key, load_run_states
 from marr.grams import GramAccumulator
@@ -177,14 +178,17 @@ class Engine:
         self.on_block_done = on_block_done
         self.stream_dtype = DTYPES[self.cfg.stream_dtype]
         self.gram_dtype = DTYPES[self.cfg.gram_dtype]
-        self.counters = {"fp_block_forwards": 0, "q_block_forwards": 0, "solves": 0}
+        self.counters = {"fp_block_forwards": 0, "q_block_forwards": 0, "judge_block_forwards": 0, "solves": 0}
         self._buffers: dict[str, torch.Tensor] = {}
         self.warm_alpha: dict[str, float] = {}
         self.shadow_alpha: dict[str, float] = {}   # compare_pid: the shadow PID's own warm starts
         self.fp_cache = None
         if fp_cache is not None:
             cache = fp_cache if isinstance(fp_cache, FpStatsCache) else FpStatsCache(fp_cache)
-            if cache.matches(model_id, calibration_hash):
+            if method.method == "marr" and method.judge == "block":
+                log.info("judge=block compares with the FP block outputs, which the FP statistics cache does "
+                         "not hold: running the FP stream instead of reading %s", cache.root)
+            elif cache.matches(model_id, calibration_hash):
                 self.fp_cache = cache
             else:
                 log.warning("FP statistics at %s do not match this model/calibration: recomputing the FP stream",
@@ -283,7 +287,8 @@ class Engine:
         return torch.cat(parts)
 
     # ------------------------------------------------------------------- solve
-    def solve_module(self, W: torch.Tensor, short: str, stats: GroupStats) -> tuple[QuantResult, dict]:
+    def solve_module(self, W: torch.Tensor, short: str, stats: GroupStats,
+                     judge: BlockOutputJudge | None = None) -> tuple[QuantResult, dict]:
         m, spec = self.method, self.method.spec
         common = dict(damp=m.damp, act_order=m.act_order, static_groups=m.static_groups, block_size=m.block_size)
         H, D, G = stats.grams(short, "solve") if stats is not None else (None, None, None)
@@ -303,7 +308,7 @@ class Engine:
             holdout = stats.grams(short, "holdout") if m.feedback == "holdout" else None
             alpha0 = self.warm_alpha.get(short) if m.warm_start else None
             found = search_alpha(W, H, D, G, spec, method=m.search, pid=m.pid, alpha0=alpha0, grid=m.grid,
-                                 alpha=m.alpha, holdout=holdout, basis=m.basis, **common)
+                                 alpha=m.alpha, holdout=holdout, basis=m.basis, judge=judge, **common)
             result = found.result
             self.warm_alpha[short] = found.alpha
             refit = m.refit and holdout is not None
@@ -314,17 +319,17 @@ class Engine:
                           trajectory=[(t, a, j / found.fp_energy if found.fp_energy > 0 else j)
                                       for t, a, j in found.trajectory])
             if m.compare_pid and m.search == "grid":
-                record.update(self.shadow_pid(W, H, D, G, short, holdout, common))
+                record.update(self.shadow_pid(W, H, D, G, short, holdout, common, judge))
         self.counters["solves"] += record["solves"]
         record["damp"] = result.damp
         return result, record
 
-    def shadow_pid(self, W, H, D, G, short: str, holdout, common: dict) -> dict:
+    def shadow_pid(self, W, H, D, G, short: str, holdout, common: dict, judge=None) -> dict:
         """PID on the statistics the grid just searched (its own warm start); the result is discarded."""
         t0 = time.perf_counter()
         alpha0 = self.shadow_alpha.get(short) if self.method.warm_start else None
         found = search_alpha(W, H, D, G, self.method.spec, method="pid", pid=self.method.pid, alpha0=alpha0,
-                             holdout=holdout, basis=self.method.basis, **common)
+                             holdout=holdout, basis=self.method.basis, judge=judge, **common)
         self.shadow_alpha[short] = found.alpha
         self.counters["solves"] += found.solves
         return {"pid_alpha": found.alpha, "pid_j_rel": found.relative_error, "pid_solves": found.solves,
@@ -407,8 +412,13 @@ class Engine:
                 W = module.weight.data.detach().to(torch.float32, copy=True)
                 if not torch.isfinite(W).all():
                     raise FloatingPointError(f"block {index} module {name}: weight contains NaN or Inf")
+                judge = None
+                if m.method == "marr" and m.judge == "block":
+                    judge = BlockOutputJudge(module, lambda: self.run_block(
+                        block, q_stream[holdout_from:], kwargs, counter="judge_block_forwards",
+                        out_name="judge_out")[0], fp_out[holdout_from:])
                 try:
-                    result, record = self.solve_module(W, name, stats)
+                    result, record = self.solve_module(W, name, stats, judge)
                 except (FloatingPointError, torch.linalg.LinAlgError) as exc:
                     raise type(exc)(f"block {index} module {name}: {exc}") from exc
                 module.weight.data.copy_(result.weight.to(module.weight.dtype))
@@ -416,6 +426,8 @@ class Engine:
                 full = stats.full(name) if stats is not None else (None, None, None)
                 if full[1] is not None and full[2] is not None:
                     j_rel = ErrorModel.build(W, *full).relative(result.weight)
+                if judge is not None:
+                    record["judge_seconds"] = judge.seconds
                 record.update(block=index, module=name, name=f"{self.adapter.blocks_path}.{index}.{name}",
                               j_rel=j_rel, seconds=time.perf_counter() - t1, forward_seconds=forward_seconds,
                               d_out=W.shape[0], d_in=W.shape[1])
