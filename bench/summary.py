@@ -25,10 +25,11 @@ GLOBAL_ALPHAS = {
     "GPTAQ": {"gptq": 0.0, "gptaq": 0.25, "gptaq-0.5": 0.5, "gptaq-0.75": 0.75, "gptaq-1.0": 1.0},
     "QEP": {"gptq": 0.0, "qep-0.25": 0.25, "qep": 0.5, "qep-0.75": 0.75, "qep-1.0": 1.0},
 }
-MARR_VARIANTS = {"marr": "MARR", "marr-qep": "MARR (QEP basis)"}
+MARR_VARIANTS = {"marr": "MARR", "marr-qep": "MARR (QEP basis)", "marr-block": "MARR (block judge)",
+                 "marr-qep-block": "MARR (QEP basis, block judge)"}
 BASE_LABELS = {"gptq": "GPTQ", "gptaq": "GPTAQ (α = 0.25)", "qep": "QEP (α = 0.5)"}
 COLUMNS = ["model", "setting", "method", "ppl", "top1", "feature_cosine", "reconstruct_seconds",
-           "forward_seconds", "solve_seconds", "solves", "peak_rss_gb_reconstruct", "alpha_mean", "mean_j_rel",
+           "forward_seconds", "solve_seconds", "judge_seconds", "solves", "peak_rss_gb_reconstruct", "alpha_mean", "mean_j_rel",
            "threads", "load_1m_start", "note"]
 
 
@@ -86,10 +87,12 @@ def _marr_targets(target, by: dict, records: dict, model: str, setting: str, var
     if "gptq" in by:
         ratio = marr["reconstruct_seconds"] / by["gptq"]["reconstruct_seconds"]
         n_modules = len(records.get((model, setting, variant), [])) or float("nan")
+        judged = (f" incl. block-judge forwards {marr['judge_seconds']:.0f} s"
+                  if pd.notna(marr.get("judge_seconds")) else "")
         target(f"{label} wall time <= 2 x our GPTQ", model, setting, ratio <= 2.0,
                f"{marr['reconstruct_seconds']:.0f} s vs {by['gptq']['reconstruct_seconds']:.0f} s "
                f"(ratio {ratio:.2f}; MARR forward {marr['forward_seconds']:.0f} s + solves "
-               f"{marr['solve_seconds']:.0f} s, {marr['solves'] / n_modules:.2f} solves/module; GPTQ forward "
+               f"{marr['solve_seconds']:.0f} s{judged}, {marr['solves'] / n_modules:.2f} solves/module; GPTQ forward "
                f"{by['gptq']['forward_seconds']:.0f} s + solves {by['gptq']['solve_seconds']:.0f} s)")
 
 
@@ -131,7 +134,7 @@ def check_targets(frame: pd.DataFrame, records: dict) -> list[dict]:
 
 METHOD_ORDER = ["fp", "rtn", "gptq", "gptqmodel-gptq", "gptaq", "gptqmodel-gptaq", "gptaq-0.5", "gptaq-0.75",
                 "gptaq-1.0", "qep-0.25", "qep", "qep-0.75", "qep-1.0", "marr", "marr-refit", "marr-lean", "marr-grid",
-                "marr-qep", "marr-qep-lean"]
+                "marr-qep", "marr-qep-lean", "marr-block", "marr-qep-block"]
 
 
 def headline(frame: pd.DataFrame) -> pd.DataFrame:
