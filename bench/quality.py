@@ -51,6 +51,8 @@ METHODS = {
     # α judged at the block output (one block forward over the held-out windows per candidate)
     "marr-qep-block": {"method": "marr", "search": "pid", "basis": "qep", "judge": "block"},
     "marr-block": {"method": "marr", "search": "pid", "basis": "gptaq", "judge": "block"},
+    # ... on 8 of the 32 held-out windows: a quarter of the judge's forward cost
+    "marr-qep-block8": {"method": "marr", "search": "pid", "basis": "qep", "judge": "block", "judge_windows": 8},
     # the GPTAQ basis with parsimony: J is flat near its minimum there, so ε = 1 % gives up much α
     "marr-lean": {"method": "marr", "search": "pid", "basis": "gptaq", "pid": {"parsimony": 0.01}},
 }

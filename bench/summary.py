@@ -26,7 +26,8 @@ GLOBAL_ALPHAS = {
     "QEP": {"gptq": 0.0, "qep-0.25": 0.25, "qep": 0.5, "qep-0.75": 0.75, "qep-1.0": 1.0},
 }
 MARR_VARIANTS = {"marr": "MARR", "marr-qep": "MARR (QEP basis)", "marr-block": "MARR (block judge)",
-                 "marr-qep-block": "MARR (QEP basis, block judge)"}
+                 "marr-qep-block": "MARR (QEP basis, block judge)",
+                 "marr-qep-block8": "MARR (QEP basis, block judge on 8 windows)"}
 BASE_LABELS = {"gptq": "GPTQ", "gptaq": "GPTAQ (α = 0.25)", "qep": "QEP (α = 0.5)"}
 COLUMNS = ["model", "setting", "method", "ppl", "top1", "feature_cosine", "reconstruct_seconds",
            "forward_seconds", "solve_seconds", "judge_seconds", "solves", "peak_rss_gb_reconstruct", "alpha_mean", "mean_j_rel",
@@ -134,7 +135,7 @@ def check_targets(frame: pd.DataFrame, records: dict) -> list[dict]:
 
 METHOD_ORDER = ["fp", "rtn", "gptq", "gptqmodel-gptq", "gptaq", "gptqmodel-gptaq", "gptaq-0.5", "gptaq-0.75",
                 "gptaq-1.0", "qep-0.25", "qep", "qep-0.75", "qep-1.0", "marr", "marr-refit", "marr-lean", "marr-grid",
-                "marr-qep", "marr-qep-lean", "marr-block", "marr-qep-block"]
+                "marr-qep", "marr-qep-lean", "marr-block", "marr-qep-block", "marr-qep-block8"]
 
 
 def headline(frame: pd.DataFrame) -> pd.DataFrame:

@@ -272,8 +272,24 @@ def test_block_judge_in_the_engine_runs_one_block_forward_per_candidate():
     assert (block.records["judge_seconds"] > 0).all()
 
 
+def test_block_judge_on_fewer_windows_scores_only_those():
+    """judge_windows=1 judges on one held-out window (16 × 0.25 = 4 held out): other α choices
+    somewhere, the same number of block forwards per candidate."""
+    calib = tiny_calibration("llama", n=16)
+    alphas = {}
+    for windows in (0, 1):
+        run = quantize_model(tiny_model("llama"), calib, MethodConfig(method="marr", basis="qep", judge="block",
+                                                                      judge_windows=windows))
+        assert run.counters["judge_block_forwards"] == run.counters["solves"]
+        alphas[windows] = run.records["alpha"]
+        assert alphas[windows].nunique() >= 3
+    assert (alphas[0] != alphas[1]).any()
+
+
 def test_block_judge_needs_holdout_feedback_and_a_known_name():
     with pytest.raises(ValueError, match="judge='block'.*feedback=holdout"):
         MethodConfig(method="marr", judge="block", feedback="calibration")
     with pytest.raises(ValueError, match="judge='output'.*allowed values are layer, block"):
         MethodConfig(method="marr", judge="output")
+    with pytest.raises(ValueError, match="judge_windows=-1.*integer >= 0"):
+        MethodConfig(method="marr", judge="block", judge_windows=-1)

@@ -85,7 +85,8 @@ class MethodConfig:
     judge (marr only): what J measures — ``layer``: the module's own output error ‖W X − Q X̃‖² from
     Grams (no forward pass); ``block``: the error of the enclosing block's output on the held-out
     windows, ‖Y_FP − block(X̃; module ← Q)‖², one forward of the block over those windows per
-    candidate α (needs feedback=holdout). The block judge sees what the layer-wise J cannot: how the
+    candidate α (needs feedback=holdout); judge_windows > 0 scores on only the first that many
+    held-out windows (the forwards cost in proportion; 0 = all of them). The block judge sees what the layer-wise J cannot: how the
     module's error passes through attention and the MLP nonlinearity before it reaches the stream.
     """
 
@@ -104,6 +105,7 @@ class MethodConfig:
     grid: tuple[float, ...] = DEFAULT_GRID
     feedback: str = "holdout"
     judge: str = "layer"
+    judge_windows: int = 0
     holdout_fraction: float = 0.25
     warm_start: bool = True
     refit: bool = False
@@ -118,6 +120,8 @@ class MethodConfig:
         _require(self.judge in JUDGES, "judge", self.judge, f"allowed values are {', '.join(JUDGES)}")
         _require(self.judge == "layer" or self.feedback == "holdout", "judge", self.judge,
                  "the block judge runs on the held-out windows: it needs feedback=holdout")
+        _require(isinstance(self.judge_windows, int) and self.judge_windows >= 0, "judge_windows",
+                 self.judge_windows, "must be an integer >= 0 (0 = every held-out window)")
         _require(isinstance(self.damp, (int, float)) and math.isfinite(self.damp) and self.damp >= 0,
                  "damp", self.damp, "must be a finite number >= 0")
         _require(isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha), "alpha", self.alpha,

@@ -414,9 +414,10 @@ class Engine:
                     raise FloatingPointError(f"block {index} module {name}: weight contains NaN or Inf")
                 judge = None
                 if m.method == "marr" and m.judge == "block":
+                    judged = slice(holdout_from, n if m.judge_windows == 0 else min(n, holdout_from + m.judge_windows))
                     judge = BlockOutputJudge(module, lambda: self.run_block(
-                        block, q_stream[holdout_from:], kwargs, counter="judge_block_forwards",
-                        out_name="judge_out")[0], fp_out[holdout_from:])
+                        block, q_stream[judged], kwargs, counter="judge_block_forwards",
+                        out_name="judge_out")[0], fp_out[judged])
                 try:
                     result, record = self.solve_module(W, name, stats, judge)
                 except (FloatingPointError, torch.linalg.LinAlgError) as exc:
