@@ -293,3 +293,27 @@ def test_block_judge_needs_holdout_feedback_and_a_known_name():
         MethodConfig(method="marr", judge="output")
     with pytest.raises(ValueError, match="judge_windows=-1.*integer >= 0"):
         MethodConfig(method="marr", judge="block", judge_windows=-1)
+
+
+def test_block_judge_reuses_final_submodule_outputs_without_changing_the_result(monkeypatch):
+    """Once the attention is solved its held-out output is final: the MLP modules' judge forwards
+    reuse it. Turning reuse off (no reusable submodules) must give bit-identical weights."""
+    import marr.engine.engine as engine_module
+    from marr.adapters.llama import LlamaAdapter
+
+    reused_passes = []
+    original = engine_module.SubmoduleCache.attach
+    monkeypatch.setattr(engine_module.SubmoduleCache, "attach",
+                        lambda self, block, batch: reused_passes.append(len(self.complete)) or original(self, block, batch))
+    calib = tiny_calibration("llama", n=16)
+    method = MethodConfig(method="marr", basis="qep", judge="block")
+    reused_model, plain_model = tiny_model("llama"), tiny_model("llama")
+    reused = quantize_model(reused_model, calib, method)
+    assert sum(1 for c in reused_passes if c) > 0
+    monkeypatch.setattr(LlamaAdapter, "reusable", {})
+    reused_passes.clear()
+    quantize_model(plain_model, calib, method)
+    assert not any(reused_passes)
+    for key, value in reused_model.state_dict().items():
+        assert torch.equal(value, plain_model.state_dict()[key]), key
+    assert reused.records["alpha"].nunique() >= 3

@@ -377,7 +377,16 @@ class Engine:
         tensors: dict[str, torch.Tensor] = {}
         records: list[dict] = []
         reuse = SubmoduleCache(self.cfg.device)
+        judge_reuse = SubmoduleCache(self.cfg.device)  # the same, for the block judge's held-out windows
         n_batches = len(self.batches(n))
+        judged = slice(holdout_from, n if m.judge_windows == 0 else min(n, holdout_from + m.judge_windows))
+
+        def judge_forward() -> torch.Tensor:
+            out, _ = self.run_block(block, q_stream[judged], kwargs, counter="judge_block_forwards",
+                                    out_name="judge_out", reuse=judge_reuse)
+            judge_reuse.finish_pass(len(self.batches(judged.stop - judged.start)))
+            return out
+
         for group in groups:
             key = group_key(group)
             first = block.get_submodule(key)
@@ -414,10 +423,7 @@ class Engine:
                     raise FloatingPointError(f"block {index} module {name}: weight contains NaN or Inf")
                 judge = None
                 if m.method == "marr" and m.judge == "block":
-                    judged = slice(holdout_from, n if m.judge_windows == 0 else min(n, holdout_from + m.judge_windows))
-                    judge = BlockOutputJudge(module, lambda: self.run_block(
-                        block, q_stream[judged], kwargs, counter="judge_block_forwards",
-                        out_name="judge_out")[0], fp_out[judged])
+                    judge = BlockOutputJudge(module, judge_forward, fp_out[judged])
                 try:
                     result, record = self.solve_module(W, name, stats, judge)
                 except (FloatingPointError, torch.linalg.LinAlgError) as exc:
@@ -439,6 +445,7 @@ class Engine:
             for sub, trigger in self.adapter.reusable.items():
                 if trigger in group:
                     reuse.start(sub)
+                    judge_reuse.start(sub)
 
         q_out, _ = self.run_block(block, q_stream, kwargs, reuse=reuse, out_name=f"q_out.{index % 2}")
         self.blocks[index].to("cpu")
