@@ -32,7 +32,9 @@ def tiny_params(text_file: Path) -> dict:
         "configs": {
             "gptq-w3": {"method": "gptq", "bits": 3, "group_size": 32},
             "marr-w3": {"method": "marr", "bits": 3, "group_size": 32, "search": "pid", "pid": dict(pid)},
-            "marr-w4": {"method": "marr", "bits": 4, "group_size": -1, "search": "pid", "pid": dict(pid)},
+            # the block judge through the whole pipeline (it runs the FP stream instead of the cache)
+            "marr-w4": {"method": "marr", "bits": 4, "group_size": -1, "search": "pid", "pid": dict(pid),
+                        "basis": "qep", "judge": "block", "judge_windows": 2},
         },
         "engine": {"device": "cpu", "batch_size": 4},
         "hessians": {"cache_activations": True, "activation_dtype": "float32"},

@@ -44,6 +44,11 @@ def test_repro_produces_metrics_report_and_checkpoints(project):
     qcfg = json.loads((packed / "config.json").read_text())["quantization_config"]
     assert qcfg["bits"] == 3 and qcfg["group_size"] == 32
     assert (root / "data/hessians/tiny-llm/manifest.json").exists()
+    # the ViT's MARR config uses the block judge: one judge forward per solve, and the FP stream is
+    # run (the FP statistics cache holds no block outputs)
+    vit = json.loads((root / "data/quant/tiny-vit/marr-w4/reconstruct.json").read_text())
+    assert vit["count_judge_block_forwards"] == vit["count_solves"] > 0
+    assert vit["count_fp_block_forwards"] > 0
 
 
 def test_changing_one_pid_gain_reruns_only_that_branch(project):
