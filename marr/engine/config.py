@@ -86,8 +86,9 @@ class MethodConfig:
     Grams (no forward pass); ``block``: the error of the enclosing block's output on the held-out
     windows, ‖Y_FP − block(X̃; module ← Q)‖², one forward of the block over those windows per
     candidate α (needs feedback=holdout); judge_windows > 0 scores on only the first that many
-    held-out windows (the forwards cost in proportion; 0 = all of them). The block judge sees what the layer-wise J cannot: how the
-    module's error passes through attention and the MLP nonlinearity before it reaches the stream.
+    held-out windows (the forwards cost in proportion; 0 = all of them). The block judge sees what
+    the layer-wise J cannot: how the module's error passes through attention and the MLP
+    nonlinearity before it reaches the residual stream.
     """
 
     method: str = "marr"
