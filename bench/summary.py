@@ -30,8 +30,8 @@ MARR_VARIANTS = {"marr": "MARR", "marr-qep": "MARR (QEP basis)", "marr-block": "
                  "marr-qep-block8": "MARR (QEP basis, block judge on 8 windows)"}
 BASE_LABELS = {"gptq": "GPTQ", "gptaq": "GPTAQ (α = 0.25)", "qep": "QEP (α = 0.5)"}
 COLUMNS = ["model", "setting", "method", "ppl", "top1", "feature_cosine", "reconstruct_seconds",
-           "forward_seconds", "solve_seconds", "judge_seconds", "solves", "peak_rss_gb_reconstruct", "alpha_mean", "mean_j_rel",
-           "threads", "load_1m_start", "note"]
+           "forward_seconds", "solve_seconds", "judge_seconds", "solves", "peak_rss_gb_reconstruct", "alpha_mean",
+           "mean_j_rel", "threads", "load_1m_start", "note"]
 
 
 def load_runs(names: list[str]) -> tuple[pd.DataFrame, dict[tuple, pd.DataFrame]]:

@@ -9,7 +9,8 @@ compares with the FP block's output on the same windows:
 
     J_block(Q) = ‖Y_FP − block(X̃; module ← Q)‖²     (modules after this one still full precision)
 
-One block forward over the held-out windows per candidate α; nothing is cached across calls.
+One block forward over the held-out windows per candidate α (the engine's forward reuses the
+outputs of submodules that are already solved, e.g. the attention while an MLP module is judged).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ class BlockOutputJudge:
     def __init__(self, module: nn.Linear, forward: Callable[[], torch.Tensor], target: torch.Tensor):
         self.module = module
         self.forward = forward  # runs the block over the held-out Q-stream windows, returns its output
-        self.target = target
-        self.fp_energy = float(target.double().pow(2).sum())
+        self.target = target.double()  # once, not per candidate
+        self.fp_energy = float(self.target.pow(2).sum())
         self.seconds = 0.0  # spent in the block forwards
 
     def __call__(self, Q: torch.Tensor) -> float:
@@ -42,4 +43,4 @@ class BlockOutputJudge:
         finally:
             self.seconds += time.perf_counter() - t0
             weight.copy_(saved)
-        return float((output.double() - self.target.double()).pow(2).sum())
+        return float((output.double() - self.target).pow(2).sum())

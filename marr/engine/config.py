@@ -143,6 +143,11 @@ class MethodConfig:
         return QuantSpec(self.bits, self.group_size, self.sym, self.mse)
 
     @property
+    def block_judge(self) -> bool:
+        """MARR scoring candidates at the block output (``judge: block``)."""
+        return self.method == "marr" and self.judge == "block"
+
+    @property
     def needs_drift(self) -> bool:
         return self.method in ("gptaq", "qep", "marr")
 

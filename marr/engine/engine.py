@@ -185,7 +185,7 @@ class Engine:
         self.fp_cache = None
         if fp_cache is not None:
             cache = fp_cache if isinstance(fp_cache, FpStatsCache) else FpStatsCache(fp_cache)
-            if method.method == "marr" and method.judge == "block":
+            if method.block_judge:
                 log.info("judge=block compares with the FP block outputs, which the FP statistics cache does "
                          "not hold: running the FP stream instead of reading %s", cache.root)
             elif cache.matches(model_id, calibration_hash):
@@ -421,9 +421,7 @@ class Engine:
                 W = module.weight.data.detach().to(torch.float32, copy=True)
                 if not torch.isfinite(W).all():
                     raise FloatingPointError(f"block {index} module {name}: weight contains NaN or Inf")
-                judge = None
-                if m.method == "marr" and m.judge == "block":
-                    judge = BlockOutputJudge(module, judge_forward, fp_out[judged])
+                judge = BlockOutputJudge(module, judge_forward, fp_out[judged]) if m.block_judge else None
                 try:
                     result, record = self.solve_module(W, name, stats, judge)
                 except (FloatingPointError, torch.linalg.LinAlgError) as exc:
