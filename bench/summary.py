@@ -27,7 +27,9 @@ GLOBAL_ALPHAS = {
 }
 MARR_VARIANTS = {"marr": "MARR", "marr-qep": "MARR (QEP basis)", "marr-block": "MARR (block judge)",
                  "marr-qep-block": "MARR (QEP basis, block judge)",
-                 "marr-qep-block8": "MARR (QEP basis, block judge on 8 windows)"}
+                 "marr-qep-block8": "MARR (QEP basis, block judge on 8 windows)",
+                 "marr-qep-block8x256": "MARR (QEP basis, block judge on 8 x 256 positions, <= 3 candidates)",
+                 "marr-qep-block4x256": "MARR (QEP basis, block judge on 4 x 256 positions, <= 3 candidates)"}
 BASE_LABELS = {"gptq": "GPTQ", "gptaq": "GPTAQ (α = 0.25)", "qep": "QEP (α = 0.5)"}
 COLUMNS = ["model", "setting", "method", "ppl", "top1", "feature_cosine", "reconstruct_seconds",
            "forward_seconds", "solve_seconds", "judge_seconds", "solves", "peak_rss_gb_reconstruct", "alpha_mean",
@@ -135,7 +137,8 @@ def check_targets(frame: pd.DataFrame, records: dict) -> list[dict]:
 
 METHOD_ORDER = ["fp", "rtn", "gptq", "gptqmodel-gptq", "gptaq", "gptqmodel-gptaq", "gptaq-0.5", "gptaq-0.75",
                 "gptaq-1.0", "qep-0.25", "qep", "qep-0.75", "qep-1.0", "marr", "marr-refit", "marr-lean", "marr-grid",
-                "marr-qep", "marr-qep-lean", "marr-block", "marr-qep-block", "marr-qep-block8"]
+                "marr-qep", "marr-qep-lean", "marr-block", "marr-qep-block", "marr-qep-block8",
+                "marr-qep-block8x256", "marr-qep-block4x256"]
 
 
 def headline(frame: pd.DataFrame) -> pd.DataFrame:

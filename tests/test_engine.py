@@ -286,6 +286,55 @@ def test_block_judge_on_fewer_windows_scores_only_those():
     assert (alphas[0] != alphas[1]).any()
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
+def test_causal_blocks_give_the_same_output_on_a_window_prefix(family):
+    """What prefix scoring rests on: a causal decoder block run on the first P positions (with the
+    adapter's keyword arguments for length P) returns exactly its full-window output there."""
+    model, calib = tiny_model(family), tiny_calibration(family, n=4)
+    adapter = adapter_for(model)
+    assert adapter.causal
+    x = adapter.block0_inputs(calib)
+    full, prefix = adapter.block_kwargs(calib[:1]), adapter.block_kwargs(calib[:1, :12])
+    with torch.no_grad():
+        for index, block in enumerate(adapter.blocks()):
+            whole = adapter.call_block(block, x, full[index])
+            cut = adapter.call_block(block, x[:, :12], prefix[index])
+            torch.testing.assert_close(cut, whole[:, :12], rtol=1e-5, atol=1e-5)
+            x = whole
+
+
+def test_block_judge_on_a_prefix_forwards_only_those_positions(monkeypatch):
+    """judge_tokens=P: every judge forward sees P positions of each judged window; the α choices
+    differ from whole-window scoring somewhere; P at least the window length is whole windows."""
+    import marr.engine.engine as engine_module
+
+    widths = []
+    original = engine_module.Engine.run_block
+
+    def spy(self, block, stream, kwargs, *args, counter="q_block_forwards", **kw):
+        if counter == "judge_block_forwards":
+            widths.append(stream.shape[1])
+        return original(self, block, stream, kwargs, *args, counter=counter, **kw)
+
+    monkeypatch.setattr(engine_module.Engine, "run_block", spy)
+    calib = tiny_calibration("llama", n=16)  # 32 positions per window
+    runs = {}
+    for tokens in (0, 8, 32):
+        widths.clear()
+        runs[tokens] = quantize_model(tiny_model("llama"), calib, MethodConfig(method="marr", basis="qep",
+                                                                              judge="block", judge_tokens=tokens))
+        assert len(widths) == runs[tokens].counters["judge_block_forwards"] == runs[tokens].counters["solves"]
+        assert set(widths) == {8 if tokens == 8 else 32}
+    assert (runs[0].records["alpha"] != runs[8].records["alpha"]).any()
+    assert runs[0].records["alpha"].equals(runs[32].records["alpha"])
+
+
+def test_block_judge_prefix_is_refused_for_a_non_causal_model():
+    with pytest.raises(ValueError, match="judge_tokens=16.*causal decoders.*'timm-vit'"):
+        quantize_model(tiny_model("vit"), tiny_calibration("vit"),
+                       MethodConfig(method="marr", judge="block", judge_tokens=16))
+
+
 def test_block_judge_needs_holdout_feedback_and_a_known_name():
     with pytest.raises(ValueError, match="judge='block'.*feedback=holdout"):
         MethodConfig(method="marr", judge="block", feedback="calibration")
@@ -293,6 +342,8 @@ def test_block_judge_needs_holdout_feedback_and_a_known_name():
         MethodConfig(method="marr", judge="output")
     with pytest.raises(ValueError, match="judge_windows=-1.*integer >= 0"):
         MethodConfig(method="marr", judge="block", judge_windows=-1)
+    with pytest.raises(ValueError, match="judge_tokens=-8.*integer >= 0"):
+        MethodConfig(method="marr", judge="block", judge_tokens=-8)
 
 
 def test_block_judge_reuses_final_submodule_outputs_without_changing_the_result(monkeypatch):

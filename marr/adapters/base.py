@@ -28,6 +28,9 @@ class Adapter:
     # submodule -> the first group it contains: once that group (and every earlier one) is
     # solved, the submodule's output on the Q stream is final and later passes can reuse it
     reusable: dict[str, str] = {}
+    # causal decoders: a position's block output depends only on earlier positions, so running a
+    # block on the first P positions of a window gives exactly its output there (prefix scoring)
+    causal: bool = False
 
     def __init__(self, model: nn.Module):
         self.model = model

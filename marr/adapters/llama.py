@@ -17,6 +17,7 @@ class LlamaAdapter(Adapter):
     groups = DECODER_GROUPS
     blocks_path = "model.layers"
     reusable = {"self_attn": "self_attn.o_proj"}
+    causal = True
 
     def run_model(self, batch):
         self.model(input_ids=batch, use_cache=False)

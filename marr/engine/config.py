@@ -86,7 +86,9 @@ class MethodConfig:
     Grams (no forward pass); ``block``: the error of the enclosing block's output on the held-out
     windows, ‖Y_FP − block(X̃; module ← Q)‖², one forward of the block over those windows per
     candidate α (needs feedback=holdout); judge_windows > 0 scores on only the first that many
-    held-out windows (the forwards cost in proportion; 0 = all of them). The block judge sees what
+    held-out windows (the forwards cost in proportion; 0 = all of them); judge_tokens > 0 scores
+    only the first that many positions of each judged window (causal decoders only, where it is
+    exact: a position's block output depends on earlier positions alone; 0 = whole windows). The block judge sees what
     the layer-wise J cannot: how the module's error passes through attention and the MLP
     nonlinearity before it reaches the residual stream.
     """
@@ -107,6 +109,7 @@ class MethodConfig:
     feedback: str = "holdout"
     judge: str = "layer"
     judge_windows: int = 0
+    judge_tokens: int = 0
     holdout_fraction: float = 0.25
     warm_start: bool = True
     refit: bool = False
@@ -123,6 +126,8 @@ class MethodConfig:
                  "the block judge runs on the held-out windows: it needs feedback=holdout")
         _require(isinstance(self.judge_windows, int) and self.judge_windows >= 0, "judge_windows",
                  self.judge_windows, "must be an integer >= 0 (0 = every held-out window)")
+        _require(isinstance(self.judge_tokens, int) and self.judge_tokens >= 0, "judge_tokens",
+                 self.judge_tokens, "must be an integer >= 0 (0 = whole windows)")
         _require(isinstance(self.damp, (int, float)) and math.isfinite(self.damp) and self.damp >= 0,
                  "damp", self.damp, "must be a finite number >= 0")
         _require(isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha), "alpha", self.alpha,

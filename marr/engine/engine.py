@@ -36,7 +36,7 @@ from torch import nn
 import marr
 from marr.adapters import Adapter, StopForward, adapter_for
 from marr.engine.block_judge import BlockOutputJudge
-from marr.engine.config import EngineConfig, MethodConfig
+from marr.engine.config import ConfigError, EngineConfig, MethodConfig
 from marr.engine.store import FpStatsCache, RunStore, group_key, load_run_states
 from marr.grams import GramAccumulator
 from marr.gptq import gptq_solve, prepare, qep_solve, solve
@@ -181,7 +181,11 @@ class Engine:
         self.counters = {"fp_block_forwards": 0, "q_block_forwards": 0, "judge_block_forwards": 0, "solves": 0}
         self._buffers: dict[str, torch.Tensor] = {}
         self.warm_alpha: dict[str, float] = {}
+        self.judge_prefix = 0  # positions per judged window when the block judge scores a prefix (run())
         self.shadow_alpha: dict[str, float] = {}   # compare_pid: the shadow PID's own warm starts
+        if method.block_judge and method.judge_tokens and not self.adapter.causal:
+            raise ConfigError(f"judge_tokens={method.judge_tokens}: scoring a prefix of each window is exact only "
+                              f"for causal decoders and adapter {self.adapter.name!r} is not one; use judge_tokens: 0")
         self.fp_cache = None
         if fp_cache is not None:
             cache = fp_cache if isinstance(fp_cache, FpStatsCache) else FpStatsCache(fp_cache)
@@ -337,13 +341,15 @@ class Engine:
 
     # ------------------------------------------------------------------- block
     def quantize_block(self, index: int, fp_stream: torch.Tensor | None, q_stream: torch.Tensor,
-                       kwargs: dict, states: dict[str, QuantResult]
+                       kwargs: dict, states: dict[str, QuantResult], judge_kwargs: dict | None = None,
                        ) -> tuple[torch.Tensor | None, torch.Tensor, dict, list[dict]]:
         """Quantize block ``index`` (results added to ``states`` by full module name); return
-        (FP stream out, Q stream out, tensors to save, records)."""
+        (FP stream out, Q stream out, tensors to save, records). ``judge_kwargs``: the block's
+        keyword arguments for windows cut to ``judge_tokens`` positions (prefix scoring)."""
         m = self.method
         block = self.blocks[index].to(self.cfg.device)
         kwargs = _to(kwargs, self.cfg.device)
+        judge_kwargs = kwargs if judge_kwargs is None else _to(judge_kwargs, self.cfg.device)
         groups = self.module_names(block)
         cached = self.fp_cache.block(index) if self.fp_cache is not None else None
         need_fp = m.needs_drift or self.cfg.report_error
@@ -380,11 +386,13 @@ class Engine:
         judge_reuse = SubmoduleCache(self.cfg.device)  # the same, for the block judge's held-out windows
         n_batches = len(self.batches(n))
         judged = slice(holdout_from, n if m.judge_windows == 0 else min(n, holdout_from + m.judge_windows))
+        if self.judge_prefix:  # only the first judge_tokens positions of each judged window (causal: exact)
+            judged = (judged, slice(0, self.judge_prefix))
 
         def judge_forward() -> torch.Tensor:
-            out, _ = self.run_block(block, q_stream[judged], kwargs, counter="judge_block_forwards",
+            out, _ = self.run_block(block, q_stream[judged], judge_kwargs, counter="judge_block_forwards",
                                     out_name="judge_out", reuse=judge_reuse)
-            judge_reuse.finish_pass(len(self.batches(judged.stop - judged.start)))
+            judge_reuse.finish_pass(len(self.batches(out.shape[0])))
             return out
 
         for group in groups:
@@ -483,10 +491,11 @@ class Engine:
             if start == 0 and start < n_blocks:
                 q_stream = self.block0_stream(calibration)
                 fp_stream = q_stream.clone()
+            judge_kwargs = self.prefix_kwargs(calibration)
             for index in range(start, n_blocks):
                 t0 = time.perf_counter()
                 fp_out, q_out, tensors, records = self.quantize_block(index, fp_stream, q_stream, kwargs[index],
-                                                                      states)
+                                                                      states, judge_kwargs[index])
                 fp_stream, q_stream = fp_out, q_out
                 all_records.extend(records)
                 if store:
@@ -497,6 +506,15 @@ class Engine:
                     self.on_block_done(index)
         frame = pd.DataFrame(all_records)
         return QuantizationRun(self.model, states, frame, dict(self.counters), time.perf_counter() - start_time)
+
+    def prefix_kwargs(self, calibration: torch.Tensor) -> list[dict | None]:
+        """Per block, the keyword arguments (rotary tables, masks) for windows cut to their first
+        ``judge_tokens`` positions; None per block when the judge scores whole windows."""
+        tokens = self.method.judge_tokens if self.method.block_judge else 0
+        self.judge_prefix = tokens if 0 < tokens < calibration.shape[1] else 0  # not shorter: whole windows
+        if not self.judge_prefix:
+            return [None] * len(self.blocks)
+        return self.adapter.block_kwargs(calibration[:1, :tokens])
 
     def restore_block(self, index: int, tensors: dict, metadata: dict, states: dict, all_records: list) -> None:
         """Write a finished block's saved weights into the model (bit-identical to the original run)."""
