@@ -64,9 +64,11 @@ def _marr_targets(target, by: dict, timed: list[dict], records: dict, model: str
                   label: str) -> None:
     """The issue's MARR targets for one MARR variant (one residual basis) at one model × setting.
 
-    Quality compares with every run of this model × setting (results are deterministic for one
-    calibration set and thread count); wall time only with the GPTQ of the same run folder, timed
-    in the same conditions (``timed``: one method → row mapping per folder holding the variant).
+    Quality compares with every run of this model × setting (the first folder listed wins when two
+    hold one method: results repeat bit for bit on one machine and thread count, but another CPU
+    sums in another order, which at 3 bits moves perplexity by several %); wall time only with
+    the GPTQ of the same run folder, timed in the same conditions (``timed``: one method → row
+    mapping per folder holding the variant).
     """
     marr = by[variant]
     metric, value = _quality(marr)
@@ -161,7 +163,7 @@ def headline(frame: pd.DataFrame) -> pd.DataFrame:
         metric, value = _quality(row)
         column = f"{row['model']} {row['setting']} ({metric})"
         columns.setdefault(row["model"], []).append(column)
-        cells.setdefault(row["method"], {})[column] = f"{value:.4g}"
+        cells.setdefault(row["method"], {}).setdefault(column, f"{value:.4g}")  # the first run folder listed wins
     fp = {c: v for c, v in cells.get("fp", {}).items()}
     for model, model_columns in columns.items():  # the FP model is the same at every setting
         value = next((fp[c] for c in model_columns if c in fp), None)
