@@ -88,9 +88,9 @@ class MethodConfig:
     candidate α (needs feedback=holdout); judge_windows > 0 scores on only the first that many
     held-out windows (the forwards cost in proportion; 0 = all of them); judge_tokens > 0 scores
     only the first that many positions of each judged window (causal decoders only, where it is
-    exact: a position's block output depends on earlier positions alone; 0 = whole windows). The block judge sees what
-    the layer-wise J cannot: how the module's error passes through attention and the MLP
-    nonlinearity before it reaches the residual stream.
+    exact: a position's block output depends on earlier positions alone; 0 = whole windows). The
+    block judge sees what the layer-wise J cannot: how the module's error passes through attention
+    and the MLP nonlinearity before it reaches the residual stream.
     """
 
     method: str = "marr"
