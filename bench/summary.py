@@ -44,8 +44,9 @@ def load_runs(names: list[str]) -> tuple[pd.DataFrame, dict[tuple, pd.DataFrame]
             row["run"] = name
             rows.append(row)
             csv = path.with_suffix(".records.csv")
-            if csv.exists():
-                records.setdefault((row["model"], row["setting"], row["method"]), pd.read_csv(csv))
+            key = (row["model"], row["setting"], row["method"])
+            if csv.exists() and key not in records:  # the first run folder listed wins
+                records[key] = pd.read_csv(csv)
     return pd.DataFrame(rows), records
 
 

@@ -181,7 +181,6 @@ class Engine:
         self.counters = {"fp_block_forwards": 0, "q_block_forwards": 0, "judge_block_forwards": 0, "solves": 0}
         self._buffers: dict[str, torch.Tensor] = {}
         self.warm_alpha: dict[str, float] = {}
-        self.judge_prefix = 0  # positions per judged window when the block judge scores a prefix (run())
         self.shadow_alpha: dict[str, float] = {}   # compare_pid: the shadow PID's own warm starts
         if method.block_judge and method.judge_tokens and not self.adapter.causal:
             raise ConfigError(f"judge_tokens={method.judge_tokens}: scoring a prefix of each window is exact only "
@@ -345,11 +344,11 @@ class Engine:
                        ) -> tuple[torch.Tensor | None, torch.Tensor, dict, list[dict]]:
         """Quantize block ``index`` (results added to ``states`` by full module name); return
         (FP stream out, Q stream out, tensors to save, records). ``judge_kwargs``: the block's
-        keyword arguments for windows cut to ``judge_tokens`` positions (prefix scoring)."""
+        keyword arguments for windows cut to ``judge_tokens`` positions (prefix scoring), or None
+        when the block judge scores whole windows."""
         m = self.method
         block = self.blocks[index].to(self.cfg.device)
         kwargs = _to(kwargs, self.cfg.device)
-        judge_kwargs = kwargs if judge_kwargs is None else _to(judge_kwargs, self.cfg.device)
         groups = self.module_names(block)
         cached = self.fp_cache.block(index) if self.fp_cache is not None else None
         need_fp = m.needs_drift or self.cfg.report_error
@@ -386,8 +385,9 @@ class Engine:
         judge_reuse = SubmoduleCache(self.cfg.device)  # the same, for the block judge's held-out windows
         n_batches = len(self.batches(n))
         judged = slice(holdout_from, n if m.judge_windows == 0 else min(n, holdout_from + m.judge_windows))
-        if self.judge_prefix:  # only the first judge_tokens positions of each judged window (causal: exact)
-            judged = (judged, slice(0, self.judge_prefix))
+        if judge_kwargs is not None:  # only the first judge_tokens positions of each judged window (causal: exact)
+            judged = (judged, slice(0, m.judge_tokens))
+        judge_kwargs = kwargs if judge_kwargs is None else _to(judge_kwargs, self.cfg.device)
 
         def judge_forward() -> torch.Tensor:
             out, _ = self.run_block(block, q_stream[judged], judge_kwargs, counter="judge_block_forwards",
@@ -511,8 +511,7 @@ class Engine:
         """Per block, the keyword arguments (rotary tables, masks) for windows cut to their first
         ``judge_tokens`` positions; None per block when the judge scores whole windows."""
         tokens = self.method.judge_tokens if self.method.block_judge else 0
-        self.judge_prefix = tokens if 0 < tokens < calibration.shape[1] else 0  # not shorter: whole windows
-        if not self.judge_prefix:
+        if not 0 < tokens < calibration.shape[1]:  # no prefix, or not shorter than the windows
             return [None] * len(self.blocks)
         return self.adapter.block_kwargs(calibration[:1, :tokens])
 
