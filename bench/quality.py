@@ -57,6 +57,11 @@ METHODS = {
     # an eighth (a sixteenth) of the judged tokens, about 30 % fewer candidates
     **{f"marr-qep-block{w}x256": {"method": "marr", "search": "pid", "basis": "qep", "judge": "block",
                                   "judge_windows": w, "judge_tokens": 256, "pid": {"max_iter": 3}} for w in (8, 4)},
+    # the oracle of the pipeline's MARR: every α of the grid scored by the same cheap block judge, with
+    # that PID (≤ 3 candidates) run in its shadow on the same block state, module by module
+    "marr-qep-block4x256-grid": {"method": "marr", "search": "grid", "grid": [round(0.1 * i, 1) for i in range(11)],
+                                 "compare_pid": True, "basis": "qep", "judge": "block", "judge_windows": 4,
+                                 "judge_tokens": 256, "pid": {"max_iter": 3}},
     # the GPTAQ basis with parsimony: J is flat near its minimum there, so ε = 1 % gives up much α
     "marr-lean": {"method": "marr", "search": "pid", "basis": "gptaq", "pid": {"parsimony": 0.01}},
 }

@@ -165,14 +165,17 @@ def test_rtn_without_error_report_runs_no_forward_for_groups():
     assert run.records["j_rel"].isna().all() and len(run.records) == 14
 
 
-def test_compare_pid_records_pid_next_to_the_grid_without_changing_the_result():
+@pytest.mark.parametrize("judged_by", [{}, {"basis": "qep", "judge": "block", "pid": {"max_iter": 3}}],
+                         ids=["gptaq-layer-judge", "qep-block-judge"])
+def test_compare_pid_records_pid_next_to_the_grid_without_changing_the_result(judged_by):
     """compare_pid runs PID on the grid's own statistics: the weights stay the grid's, and on the
     same judge the grid's best α (the oracle over its points) bounds what PID's records can claim."""
     calib = tiny_calibration("llama", n=16)
-    grid = tuple(round(0.1 * i, 1) for i in range(11))
+    grid = [round(0.1 * i, 1) for i in range(11)]
     plain, audited = tiny_model("llama"), tiny_model("llama")
-    run_plain = quantize_model(plain, calib, MethodConfig(method="marr", search="grid", grid=grid))
-    run_audit = quantize_model(audited, calib, MethodConfig(method="marr", search="grid", grid=grid, compare_pid=True))
+    config = {"method": "marr", "search": "grid", "grid": grid, **judged_by}
+    run_plain = quantize_model(plain, calib, MethodConfig.from_dict(config))
+    run_audit = quantize_model(audited, calib, MethodConfig.from_dict({**config, "compare_pid": True}))
     for name, state in run_plain.states.items():
         assert torch.equal(state.weight, run_audit.states[name].weight), name
     rec = run_audit.records
