@@ -30,6 +30,8 @@ SETTINGS = {
     "w3": {"bits": 3, "group_size": None},
 }
 
+GRID11 = [round(0.1 * i, 1) for i in range(11)]  # the grid oracle's α: 0, 0.1, …, 1
+
 METHODS = {
     "rtn": {"method": "rtn"},
     "gptq": {"method": "gptq"},
@@ -44,8 +46,7 @@ METHODS = {
     "marr-qep-lean": {"method": "marr", "search": "pid", "basis": "qep", "pid": {"parsimony": 0.01}},
     # the oracle: every α of the grid per module; it also runs PID on the same statistics so the
     # records hold both searches' J module by module (its wall time includes those extra solves)
-    "marr-grid": {"method": "marr", "search": "grid", "grid": [round(0.1 * i, 1) for i in range(11)],
-                  "compare_pid": True},
+    "marr-grid": {"method": "marr", "search": "grid", "grid": GRID11, "compare_pid": True},
     **{f"gptaq-{a}": {"method": "gptaq", "alpha": a} for a in (0.0, 0.5, 0.75, 1.0)},
     **{f"qep-{a}": {"method": "qep", "alpha": a} for a in (0.25, 0.75, 1.0)},
     # α judged at the block output (one block forward over the held-out windows per candidate)
@@ -59,9 +60,10 @@ METHODS = {
                                   "judge_windows": w, "judge_tokens": 256, "pid": {"max_iter": 3}} for w in (8, 4)},
     # the oracle of the pipeline's MARR: every α of the grid scored by the same cheap block judge, with
     # that PID (≤ 3 candidates) run in its shadow on the same block state, module by module
-    "marr-qep-block4x256-grid": {"method": "marr", "search": "grid", "grid": [round(0.1 * i, 1) for i in range(11)],
-                                 "compare_pid": True, "basis": "qep", "judge": "block", "judge_windows": 4,
-                                 "judge_tokens": 256, "pid": {"max_iter": 3}},
+    # (…-pid4: the same oracle, its shadow PID allowed a fourth candidate)
+    **{f"marr-qep-block4x256-grid{tag}": {"method": "marr", "search": "grid", "grid": GRID11, "compare_pid": True,
+                                        "basis": "qep", "judge": "block", "judge_windows": 4, "judge_tokens": 256,
+                                        "pid": {"max_iter": n}} for tag, n in (("", 3), ("-pid4", 4))},
     # the GPTAQ basis with parsimony: J is flat near its minimum there, so ε = 1 % gives up much α
     "marr-lean": {"method": "marr", "search": "pid", "basis": "gptaq", "pid": {"parsimony": 0.01}},
 }

@@ -32,7 +32,8 @@ MARR_VARIANTS = {"marr": "MARR", "marr-qep": "MARR (QEP basis)", "marr-block": "
                  "marr-qep-block4x256": "MARR (QEP basis, block judge on 4 x 256 positions, <= 3 candidates)"}
 # grid searches that also ran PID in their shadow (``compare_pid``): method -> what scored each α
 GRID_ORACLES = {"marr-grid": "GPTAQ basis, layer judge",
-                "marr-qep-block4x256-grid": "QEP basis, block judge on 4 x 256 positions: the pipeline's MARR"}
+                "marr-qep-block4x256-grid": "QEP basis, block judge on 4 x 256 positions: the pipeline's MARR",
+                "marr-qep-block4x256-grid-pid4": "the pipeline's MARR allowed a 4th candidate"}
 BASE_LABELS = {"gptq": "GPTQ", "gptaq": "GPTAQ (α = 0.25)", "qep": "QEP (α = 0.5)"}
 COLUMNS = ["run", "model", "setting", "method", "ppl", "top1", "feature_cosine", "reconstruct_seconds",
            "forward_seconds", "solve_seconds", "judge_seconds", "solves", "peak_rss_gb_reconstruct", "alpha_mean",
@@ -159,7 +160,8 @@ def check_targets(frame: pd.DataFrame, records: dict) -> list[dict]:
 METHOD_ORDER = ["fp", "rtn", "gptq", "gptqmodel-gptq", "gptaq", "gptqmodel-gptaq", "gptaq-0.5", "gptaq-0.75",
                 "gptaq-1.0", "qep-0.25", "qep", "qep-0.75", "qep-1.0", "marr", "marr-refit", "marr-lean", "marr-grid",
                 "marr-qep", "marr-qep-lean", "marr-block", "marr-qep-block", "marr-qep-block8",
-                "marr-qep-block8x256", "marr-qep-block4x256", "marr-qep-block4x256-grid"]
+                "marr-qep-block8x256", "marr-qep-block4x256", "marr-qep-block4x256-grid",
+                "marr-qep-block4x256-grid-pid4"]
 
 
 def headline(frame: pd.DataFrame) -> pd.DataFrame:
