@@ -31,6 +31,9 @@ SETTINGS = {
 }
 
 GRID11 = [round(0.1 * i, 1) for i in range(11)]  # the grid oracle's α: 0, 0.1, …, 1
+# the cheap block judge: the first 256 positions of the held-out windows, at most 3 candidates per module
+CHEAP_BLOCK_JUDGE = {"method": "marr", "search": "pid", "basis": "qep", "judge": "block", "judge_tokens": 256,
+                     "pid": {"max_iter": 3}}
 
 METHODS = {
     "rtn": {"method": "rtn"},
@@ -56,14 +59,13 @@ METHODS = {
     "marr-qep-block8": {"method": "marr", "search": "pid", "basis": "qep", "judge": "block", "judge_windows": 8},
     # ... on the first 256 positions of 8 (or 4) held-out windows, at most 3 candidates per module:
     # an eighth (a sixteenth) of the judged tokens, about 30 % fewer candidates
-    **{f"marr-qep-block{w}x256": {"method": "marr", "search": "pid", "basis": "qep", "judge": "block",
-                                  "judge_windows": w, "judge_tokens": 256, "pid": {"max_iter": 3}} for w in (8, 4)},
-    # the oracle of the pipeline's MARR: every α of the grid scored by the same cheap block judge, with
-    # that PID (≤ 3 candidates) run in its shadow on the same block state, module by module
+    **{f"marr-qep-block{w}x256": {**CHEAP_BLOCK_JUDGE, "judge_windows": w} for w in (8, 4)},
+    # the oracle of the pipeline's MARR (marr-qep-block4x256): every α of the grid scored by the same
+    # judge, with that PID run in its shadow on the same block state, module by module
     # (…-pid4: the same oracle, its shadow PID allowed a fourth candidate)
-    **{f"marr-qep-block4x256-grid{tag}": {"method": "marr", "search": "grid", "grid": GRID11, "compare_pid": True,
-                                        "basis": "qep", "judge": "block", "judge_windows": 4, "judge_tokens": 256,
-                                        "pid": {"max_iter": n}} for tag, n in (("", 3), ("-pid4", 4))},
+    **{f"marr-qep-block4x256-grid{tag}": {**CHEAP_BLOCK_JUDGE, "judge_windows": 4, "search": "grid", "grid": GRID11,
+                                        "compare_pid": True, "pid": {"max_iter": n}}
+       for tag, n in (("", 3), ("-pid4", 4))},
     # the GPTAQ basis with parsimony: J is flat near its minimum there, so ε = 1 % gives up much α
     "marr-lean": {"method": "marr", "search": "pid", "basis": "gptaq", "pid": {"parsimony": 0.01}},
 }
